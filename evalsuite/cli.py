@@ -27,7 +27,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     ev = sub.add_parser("eval", help="score the model (and variants) on the datasets; print a table")
     add_run_args(ev)
+    gate = sub.add_parser("gate", help="score, then check every threshold; exit 1 when any fails")
+    add_run_args(gate)
+    add_gate_args(gate)
+    base = sub.add_parser("baseline", help="manage stored baselines")
+    bsub = base.add_subparsers(dest="baseline_command", required=True, parser_class=_Parser)
+    upd = bsub.add_parser("update", help="write a baseline file from a results JSON (or a fresh run)")
+    add_run_args(upd)
+    upd.add_argument("--results", type=Path, help="results JSON to store (default: run the suite now)")
+    upd.add_argument("--out", type=Path, required=True, help="baseline file to write, e.g. baselines/x.json")
     return parser
+
+
+def add_gate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--results", type=Path, help="gate this results JSON instead of scoring again")
+    p.add_argument("--baseline", type=Path, help="also check every run against this stored baseline")
+    p.add_argument("--junit", type=Path, help="write JUnit XML (one testcase per check)")
+    p.add_argument("--markdown", type=Path, help="write a Markdown summary (also $GITHUB_STEP_SUMMARY)")
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
@@ -64,21 +80,86 @@ def suite_from_args(args: argparse.Namespace) -> Any:
     return dataclasses.replace(suite, eval=ev, model=model)
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
+def score(args: argparse.Namespace, suite: Any) -> dict[str, Any]:
+    """Run the suite and return the results document (printing the PPL table)."""
     from rich.console import Console
 
     from . import data, report, results
     from .suite import evaluate
 
-    suite = suite_from_args(args)
     data_dir = data.resolve_data_dir(args.data_dir)
-    console = Console(stderr=True)
-    if args.json_out is not None:
-        check_writable(args.json_out)
-    evaluation = evaluate(suite, data_dir, report.RichProgress(console))
+    evaluation = evaluate(suite, data_dir, report.RichProgress(Console(stderr=True)))
     report.print_results(Console(), evaluation.runs)
+    for err in evaluation.errors:
+        print(f"evalsuite: {err['variant']}/{err['runner']}: {err['message']}", file=sys.stderr)
+    return results.to_document(evaluation)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from . import results
+
+    suite = suite_from_args(args)
+    for out in (args.json_out,):
+        if out is not None:
+            check_writable(out)
+    doc = score(args, suite)
     if args.json_out is not None:
-        results.write(args.json_out, results.to_document(evaluation))
+        results.write(args.json_out, doc)
+    return 1 if doc["errors"] else 0
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from . import compare, report, reports, results
+
+    suite = suite_from_args(args)
+    for out in (args.json_out, args.junit, args.markdown):
+        if out is not None:
+            check_writable(out)
+    baseline_path = args.baseline or (Path(suite.baseline.file) if suite.baseline.file else None)
+    baseline = results.read(baseline_path, "baseline") if baseline_path else None
+    doc = results.read(args.results, "results") if args.results else score(args, suite)
+    checks = compare.compare(doc, suite)
+    if baseline is not None and baseline_path is not None:
+        checks += compare.baseline_checks(doc, baseline, suite.baseline.max_rel_regression, baseline_path.name)
+    doc = {**doc, "checks": [c.to_json() for c in checks], "passed": compare.verdict(checks)}
+    console = Console()
+    if doc.get("variants"):
+        console.print(report.quality_table(doc, checks))
+    console.print(report.checks_table(checks))
+    console.print(("[bold green]" if doc["passed"] else "[bold red]") + reports.verdict_line(checks))
+    write_gate_outputs(args, doc, checks)
+    return 0 if doc["passed"] else 1
+
+
+def write_gate_outputs(args: argparse.Namespace, doc: dict[str, Any], checks: list[Any]) -> None:
+    from . import reports, results
+    from .cache import atomic_write_text
+
+    if args.json_out is not None:
+        results.write(args.json_out, doc)
+    if args.junit is not None:
+        atomic_write_text(args.junit, reports.junit(checks))
+    md = reports.markdown(doc, checks)
+    if args.markdown is not None:
+        atomic_write_text(args.markdown, md)
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a", encoding="utf-8") as fh:
+            fh.write(md)
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from . import results
+
+    check_writable(args.out)
+    doc = results.read(args.results, "results") if args.results else score(args, suite_from_args(args))
+    if doc.get("errors"):
+        raise UsageError("the run has scoring errors; a baseline must come from a complete run")
+    keep = ("schema_version", "created", "policy", "runs", "parity", "variants", "provenance")
+    results.write(args.out, {"baseline": True, **{k: doc[k] for k in keep if k in doc}})
+    print(f"wrote baseline {args.out} ({len(doc['runs'])} runs)")
     return 0
 
 
@@ -90,7 +171,7 @@ def check_writable(path: Path) -> None:
                          "choose another output path")
 
 
-COMMANDS = {"eval": cmd_eval}
+COMMANDS = {"eval": cmd_eval, "gate": cmd_gate, "baseline": cmd_baseline}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,7 @@ The default suite ships inside the package (`default_suite.toml`); `--config FIL
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
@@ -67,16 +67,86 @@ class VariantCfg:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """Thresholds of one variant x dataset. `max_*`: the value must be <= it. Absent: not checked."""
+
+    max_abs_dppl: float | None = None  # PPL(variant) - PPL(ORT base), in PPL units
+    max_rel_dppl: float | None = None  # (PPL(variant) - PPL(ORT base)) / PPL(ORT base)
+
+    def own(self) -> Limits:
+        """Just the limit values (subclasses add nested tables)."""
+        return Limits(**{f.name: getattr(self, f.name) for f in fields(Limits)})
+
+    def merged(self, over: Limits | None) -> Limits:
+        """`over`'s values where set, else ours."""
+        if over is None:
+            return self.own()
+        mine, theirs = self.own(), over.own()
+        return Limits(**{f.name: getattr(theirs, f.name) if getattr(theirs, f.name) is not None
+                         else getattr(mine, f.name) for f in fields(Limits)})
+
+    def any(self) -> bool:
+        return any(getattr(self, f.name) is not None for f in fields(Limits))
+
+
+@dataclass(frozen=True)
+class VariantLimits(Limits):
+    datasets: dict[str, Limits] = field(default_factory=dict)
+
+    def for_dataset(self, dataset: str) -> Limits:
+        return self.own().merged(self.datasets.get(dataset))
+
+
+@dataclass(frozen=True)
+class Thresholds(Limits):
+    """Defaults for every variant x dataset, then `[thresholds.variants.NAME]` and its `.datasets.D`."""
+
+    variants: dict[str, VariantLimits] = field(default_factory=dict)
+
+    def limits(self, variant: str, dataset: str) -> Limits:
+        over = self.variants.get(variant)
+        return self.own().merged(over.for_dataset(dataset) if over else None)
+
+
+@dataclass(frozen=True)
+class Parity:
+    """ORT base vs the torch reference on identical windows."""
+
+    max_rel_dppl: float | None = 1e-4  # |PPL(ort) - PPL(torch)| / PPL(torch)
+    max_abs_dlogit: float | None = 1e-2  # max |logit(ort) - logit(torch)| over sampled windows
+    min_top1_agree: float | None = 0.99  # share of sampled positions whose argmax agrees
+    sample_windows: int = 2  # windows per dataset compared logit by logit
+
+
+@dataclass(frozen=True)
+class BaselineCfg:
+    file: str | None = None  # results JSON in baselines/; relative to the suite file
+    max_rel_regression: float = 0.01  # PPL may exceed the stored baseline by at most this fraction
+
+
+@dataclass(frozen=True)
 class Suite:
     model: ModelCfg = field(default_factory=ModelCfg)
     eval: EvalCfg = field(default_factory=EvalCfg)
     variants: tuple[VariantCfg, ...] = ()
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    parity: Parity = field(default_factory=Parity)
+    baseline: BaselineCfg = field(default_factory=BaselineCfg)
 
     def __post_init__(self) -> None:
         names = [v.name for v in self.variants]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"variant names must be unique, '{dupes[0]}' repeats")
+        unknown = sorted(set(self.thresholds.variants) - set(names))
+        if unknown:
+            raise ValueError(f"[thresholds.variants.{unknown[0]}] names no declared variant; "
+                             f"declared: {', '.join(names) or 'none'}")
+        for v in self.variants:
+            for d in self.eval.datasets:
+                if not self.thresholds.limits(v.name, d).any():
+                    raise ValueError(f"no threshold for variant '{v.name}' on '{d}'; set "
+                                     f"[thresholds] defaults or [thresholds.variants.{v.name}]")
 
 
 def load_suite(path: Path | None) -> Suite:

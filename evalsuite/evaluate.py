@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .errors import ScoringError
 from .windows import Window
 
 
@@ -63,10 +64,16 @@ def score_stream(
 ) -> np.ndarray:
     """Per-target NLL (float64 [n_tokens]; entry t is -log p(token t | context), entry 0 is NaN)."""
     nll = np.full(tokens.shape[0], np.nan, dtype=np.float64)
-    for w in windows:
+    for i, w in enumerate(windows):
         inputs = tokens[w.start : w.end - 1]
         targets = tokens[w.first_target : w.end]
-        nll[w.first_target : w.end] = runner.nll(inputs, targets)
+        where = f"{runner.name} window {i} (tokens {w.start}..{w.end - 1})"
+        try:
+            nll[w.first_target : w.end] = runner.nll(inputs, targets)
+        except ScoringError as err:
+            raise ScoringError(f"{where}: {err}") from None
+        except Exception as err:  # a runtime failure mid-run fails the run, never passes it
+            raise ScoringError(f"{where} failed: {type(err).__name__}: {str(err)[:300]}") from None
         if on_window is not None:
             on_window(w.n_targets)
     return nll

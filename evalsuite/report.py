@@ -58,3 +58,39 @@ def print_results(console: Console, runs: list[RunResult], extra: list[Any] | No
     console.print(results_table(runs))
     for item in extra or []:
         console.print(item)
+
+
+def quality_table(doc: dict[str, Any], checks: list[Any]) -> Table:
+    """The published-table layout: variant, dataset, base PPL, quantized PPL, difference, verdict."""
+    from .compare import find_run
+
+    table = Table(title="Quantization quality (vs ORT base)")
+    for col in ("variant", "dataset", "base PPL", "variant PPL", "ΔPPL", "ΔPPL %", "size MB", "result"):
+        table.add_column(col, justify="left" if col in ("variant", "dataset", "result") else "right")
+    base_runner = "ort" if any(r["runner"] == "ort" and r["variant"] == "base" for r in doc["runs"]) else "torch"
+    for name, info in doc.get("variants", {}).items() or []:
+        for ds in sorted({r["dataset"] for r in doc["runs"]}):
+            base, run = find_run(doc, "base", base_runner, ds), find_run(doc, name, "ort", ds)
+            mine = [c for c in checks if c.variant == name and c.dataset == ds]
+            result = "[green]PASS" if mine and all(c.passed for c in mine) else "[red]FAIL"
+            if base and run:
+                d = run["ppl"] - base["ppl"]
+                table.add_row(name, ds, f"{base['ppl']:.4f}", f"{run['ppl']:.4f}", f"{d:+.4f}",
+                              f"{100 * d / base['ppl']:+.2f}%", f"{info.get('size_mb', 0):.1f}", result)
+            else:
+                table.add_row(name, ds, "—", "—", "—", "—", "—", result)
+    return table
+
+
+def checks_table(checks: list[Any]) -> Table:
+    from .reports import NAMES, bound, fmt
+
+    table = Table(title="Checks")
+    for col in ("check", "variant", "dataset", "value", "threshold", "margin", "result"):
+        table.add_column(col, justify="right" if col in ("value", "threshold", "margin") else "left")
+    for c in checks:
+        margin = "—" if c.margin is None else fmt(c.name, c.margin)
+        result = "[green]PASS" if c.passed else f"[red]FAIL[/red] {c.detail}".rstrip()
+        table.add_row(NAMES.get(c.name, c.name), c.variant, c.dataset, fmt(c.name, c.value), bound(c),
+                      margin, result)
+    return table

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .cache import atomic_write_text
+from .errors import DataError
 from .suite import Evaluation
 
 SCHEMA_VERSION = 1
@@ -26,8 +27,26 @@ def to_document(ev: Evaluation) -> dict[str, Any]:
         "policy": {"window": e.window, "stride": e.stride, "bos": e.bos, "max_tokens": e.max_tokens,
                    "description": WINDOW_POLICY},
         "runs": [r.to_json() for r in ev.runs],
+        "parity": ev.parity,
+        "variants": ev.variants,
+        "errors": ev.errors,
+        "complete": not ev.errors,
         "provenance": ev.provenance,
     }
+
+
+def read(path: Path, what: str) -> dict[str, Any]:
+    """Load a results or baseline JSON; InputError-style one-line messages when it is not one."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{what} file not found: {path}; check the path") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{what} file {path} is not valid JSON ({err}); regenerate it") from None
+    if not isinstance(doc, dict) or doc.get("schema_version") != SCHEMA_VERSION or "runs" not in doc:
+        raise DataError(f"{what} file {path} is not an evalsuite results document "
+                        f"(schema_version {SCHEMA_VERSION}); regenerate it with --json-out")
+    return doc
 
 
 def write(path: Path, doc: dict[str, Any]) -> None:

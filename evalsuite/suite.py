@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -14,7 +13,7 @@ import numpy as np
 
 from . import data, model_source
 from .config import Suite
-from .errors import DataError
+from .errors import DataError, ModelError, ScoringError
 from .quiet import quiet_transformers
 from .evaluate import Runner, RunResult, score_stream, summarize
 from .windows import Window, check_policy, plan_windows
@@ -52,14 +51,6 @@ class Stream:
         return self.text.dataset if self.text.split == "test" else f"{self.text.dataset}:{self.text.split}"
 
 
-@dataclass
-class Evaluation:
-    suite: Suite
-    runs: list[RunResult] = field(default_factory=list)
-    nll: dict[tuple[str, str, str], np.ndarray] = field(default_factory=dict)  # (variant, runner, dataset)
-    provenance: dict[str, Any] = field(default_factory=dict)
-
-
 def load_texts(suite: Suite, data_dir: Path | None) -> list[data.Text]:
     """Check the policy and load every text before any model work, so bad input fails fast."""
     check_policy(suite.eval.window, suite.eval.stride)
@@ -84,33 +75,93 @@ def load_streams(suite: Suite, source: model_source.ModelSource, texts: list[dat
     return streams
 
 
-def make_runners(suite: Suite, source: model_source.ModelSource) -> Iterator[tuple[str, Runner]]:
-    """(variant name, runner) pairs, created one at a time so only one model is in memory."""
-    ev = suite.eval
-    if "torch" in ev.runners:
-        from .torch_runner import TorchRunner
-
-        yield "base", TorchRunner(source.path, ev.threads, suite.model.trust_remote_code)
-    if "ort" in ev.runners:
-        from .onnx_export import build_onnx
-        from .ort_runner import OrtRunner
-
-        yield "base", OrtRunner(build_onnx(source.path, "fp32"), ev.provider, ev.threads)
+@dataclass
+class Evaluation:
+    suite: Suite
+    runs: list[RunResult] = field(default_factory=list)
+    nll: dict[tuple[str, str, str], np.ndarray] = field(default_factory=dict)  # (variant, runner, dataset)
+    parity: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)  # {variant, runner, dataset|None, message}
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> build info (path, size)
+    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = None) -> Evaluation:
+    """Score every runner and variant. Config/input errors raise; a runner that fails to build or
+    score is recorded in `errors` (its checks then fail) and the others still run."""
     progress = progress or NullProgress()
     texts = load_texts(suite, data_dir)
     source = model_source.resolve(suite.model.source, suite.model.trust_remote_code)
     streams = load_streams(suite, source, texts)
     out = Evaluation(suite, provenance=provenance(source, streams))
-    for variant, runner in make_runners(suite, source):
-        for stream in streams:
-            result, nll = run_one(runner, variant, stream, suite, progress)
-            out.runs.append(result)
-            out.nll[(variant, runner.name, stream.label)] = nll
-        del runner
+    ev = suite.eval
+    reference = None
+    if "torch" in ev.runners:
+        reference = _guarded(out, "base", "torch", lambda: _torch_runner(suite, source))
+        _score_all(out, reference, "base", streams, progress)
+    if "ort" in ev.runners:
+        ort = _guarded(out, "base", "ort", lambda: _ort_runner(suite, build_base_onnx(source)))
+        ok = _score_all(out, ort, "base", streams, progress)
+        if reference is not None and ort is not None and ok:
+            out.parity = [parity_stats(reference, ort, s, suite.parity.sample_windows) for s in streams]
+    del reference
+    for variant in suite.variants:
+        runner = _guarded(out, variant.name, "ort", lambda v=variant: _variant_runner(suite, source, v, out))
+        _score_all(out, runner, variant.name, streams, progress)
     return out
+
+
+def build_base_onnx(source: model_source.ModelSource) -> Path:
+    from .onnx_export import build_onnx
+
+    return build_onnx(source.path, "fp32")
+
+
+def _torch_runner(suite: Suite, source: model_source.ModelSource) -> Runner:
+    from .torch_runner import TorchRunner
+
+    return TorchRunner(source.path, suite.eval.threads, suite.model.trust_remote_code)
+
+
+def _ort_runner(suite: Suite, onnx_dir: Path) -> Runner:
+    from .ort_runner import OrtRunner
+
+    return OrtRunner(onnx_dir, suite.eval.provider, suite.eval.threads)
+
+
+def _variant_runner(suite: Suite, source: model_source.ModelSource, variant: Any, out: Evaluation) -> Runner:
+    from .variants import build_variant
+
+    info = build_variant(source, variant, suite, out.provenance)
+    out.variants[variant.name] = info
+    return _ort_runner(suite, Path(info["path"]))
+
+
+def _guarded(out: Evaluation, variant: str, runner: str, make: Any) -> Any:
+    """Build a runner; on a model/scoring error record it and return None (fail closed later)."""
+    try:
+        return make()
+    except (ModelError, ScoringError) as err:
+        out.errors.append({"variant": variant, "runner": runner, "dataset": None, "message": str(err)})
+        return None
+
+
+def _score_all(out: Evaluation, runner: Runner | None, variant: str, streams: list[Stream],
+               progress: Progress) -> bool:
+    if runner is None:
+        return False
+    ok = True
+    for stream in streams:
+        try:
+            result, nll = run_one(runner, variant, stream, out.suite, progress)
+        except ScoringError as err:
+            out.errors.append({"variant": variant, "runner": runner.name, "dataset": stream.label,
+                               "message": str(err)})
+            ok = False
+            continue
+        out.runs.append(result)
+        out.nll[(variant, runner.name, stream.label)] = nll
+    return ok
 
 
 def run_one(runner: Runner, variant: str, stream: Stream, suite: Suite, progress: Progress
@@ -129,6 +180,22 @@ def run_one(runner: Runner, variant: str, stream: Stream, suite: Suite, progress
         tokens_in_stream=int(stream.tokens.shape[0]),
     )
     return result, nll
+
+
+def parity_stats(reference: Any, candidate: Any, stream: Stream, n_windows: int) -> dict[str, Any]:
+    """Logit-level comparison on `n_windows` evenly spaced windows: max |Δlogit|, top-1 agreement."""
+    picks = sorted({round(i * (len(stream.windows) - 1) / max(1, n_windows - 1))
+                    for i in range(min(n_windows, len(stream.windows)))})
+    max_abs, agree, total = 0.0, 0, 0
+    for i in picks:
+        w = stream.windows[i]
+        inputs = stream.tokens[w.start : w.end - 1]
+        a, b = reference.logits(inputs, w.n_targets), candidate.logits(inputs, w.n_targets)
+        max_abs = max(max_abs, float(np.max(np.abs(a.astype(np.float64) - b))))
+        agree += int(np.sum(a.argmax(axis=1) == b.argmax(axis=1)))
+        total += w.n_targets
+    return {"dataset": stream.label, "reference": reference.name, "candidate": candidate.name,
+            "windows": picks, "positions": total, "max_abs_dlogit": max_abs, "top1_agree": agree / total}
 
 
 def provenance(source: model_source.ModelSource, streams: list[Stream]) -> dict[str, Any]:

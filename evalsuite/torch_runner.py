@@ -33,14 +33,16 @@ class TorchRunner:
                              "give a causal-LM folder with safetensors weights") from None
         self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
 
-    def nll(self, input_ids: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        """input_ids int64 [m]; targets int64 [k] predicted by the last k positions -> float64 [k]."""
+    def logits(self, input_ids: np.ndarray, k: int) -> np.ndarray:
+        """input_ids int64 [m] -> float32 logits [k, V] of the last k positions."""
         import torch
 
-        k = int(targets.shape[0])
         with torch.inference_mode():
             ids = torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64))[None]
             # logits_to_keep=k: the lm_head runs on the k scored positions only ([1, k, V] fp32).
             out = self.model(input_ids=ids, use_cache=False, logits_to_keep=k)
-            logits = out.logits[0].float().numpy()
-        return nll_from_logits(logits, targets)
+            return out.logits[0].float().numpy()
+
+    def nll(self, input_ids: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """input_ids int64 [m]; targets int64 [k] predicted by the last k positions -> float64 [k]."""
+        return nll_from_logits(self.logits(input_ids, int(targets.shape[0])), targets)

@@ -1,0 +1,134 @@
+"""`compare(doc, suite) -> list[Check]`: the gate's verdict as data. Pure: no I/O, no printing.
+
+Every check has a direction: `max` means the value must be <= the threshold, `min` means >=.
+A check whose inputs are missing (no run, a scoring error) fails: the gate fails closed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from .config import Limits, Suite
+
+Direction = Literal["max", "min"]
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str  # e.g. "rel_dppl"
+    variant: str
+    dataset: str
+    value: float | None  # None: the input was missing
+    threshold: float
+    direction: Direction
+    passed: bool
+    reference: float | None = None  # e.g. the base PPL the variant is compared with
+    detail: str = ""
+
+    @property
+    def margin(self) -> float | None:
+        """Distance to the threshold, positive when passing."""
+        if self.value is None:
+            return None
+        return self.threshold - self.value if self.direction == "max" else self.value - self.threshold
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "margin": self.margin}
+
+
+def make_check(name: str, variant: str, dataset: str, value: float | None, threshold: float,
+               direction: Direction, reference: float | None = None, detail: str = "") -> Check:
+    if value is None or value != value:  # missing or NaN: fail closed
+        return Check(name, variant, dataset, None, threshold, direction, False, reference,
+                     detail or "missing input")
+    ok = value <= threshold if direction == "max" else value >= threshold
+    return Check(name, variant, dataset, value, threshold, direction, ok, reference, detail)
+
+
+def find_run(doc: dict[str, Any], variant: str, runner: str, dataset: str) -> dict[str, Any] | None:
+    for run in doc.get("runs", []):
+        if (run["variant"], run["runner"], run["dataset"]) == (variant, runner, dataset):
+            return run
+    return None
+
+
+def error_for(doc: dict[str, Any], variant: str, dataset: str) -> str:
+    for err in doc.get("errors", []):
+        if err["variant"] == variant and err.get("dataset") in (None, dataset):
+            return f"error: {err['message']}"
+    return ""
+
+
+def compare(doc: dict[str, Any], suite: Suite) -> list[Check]:
+    checks: list[Check] = []
+    runners = suite.eval.runners
+    datasets = [run_label(d) for d in suite.eval.datasets]
+    base_runner = "ort" if "ort" in runners else "torch"
+    for ds in datasets:
+        if "torch" in runners and "ort" in runners:
+            checks += parity_checks(doc, suite, ds)
+        for v in suite.variants:
+            checks += variant_checks(doc, v.name, ds, base_runner, suite.thresholds.limits(v.name, ds))
+    for err in doc.get("errors", []):
+        checks.append(make_check("scoring", err["variant"], err.get("dataset") or "*", None, 0.0, "max",
+                                 detail=f"error: {err['message']}"))
+    return checks
+
+
+def run_label(ref: str) -> str:
+    """Dataset reference -> the label runs are stored under ('ptb', 'wikitext2:validation')."""
+    name, _, split = ref.partition(":")
+    return name if split in ("", "test") else ref
+
+
+def variant_checks(doc: dict[str, Any], variant: str, ds: str, base_runner: str, limits: Limits) -> list[Check]:
+    base, run = find_run(doc, "base", base_runner, ds), find_run(doc, variant, "ort", ds)
+    detail = "" if base and run else (error_for(doc, variant, ds) or "no result for this variant/dataset")
+    ref = base["ppl"] if base else None
+    dppl = run["ppl"] - base["ppl"] if base and run else None
+    out = []
+    if limits.max_abs_dppl is not None:
+        out.append(make_check("abs_dppl", variant, ds, dppl, limits.max_abs_dppl, "max", ref, detail))
+    if limits.max_rel_dppl is not None:
+        rel = dppl / base["ppl"] if dppl is not None and base else None
+        out.append(make_check("rel_dppl", variant, ds, rel, limits.max_rel_dppl, "max", ref, detail))
+    return out
+
+
+def parity_checks(doc: dict[str, Any], suite: Suite, ds: str) -> list[Check]:
+    p = suite.parity
+    torch_run, ort_run = find_run(doc, "base", "torch", ds), find_run(doc, "base", "ort", ds)
+    stats = next((s for s in doc.get("parity", []) if s["dataset"] == ds), None)
+    detail = "" if torch_run and ort_run else (error_for(doc, "base", ds) or "torch or ORT base run missing")
+    out = []
+    if p.max_rel_dppl is not None:
+        rel = (abs(ort_run["ppl"] - torch_run["ppl"]) / torch_run["ppl"]) if torch_run and ort_run else None
+        ref = torch_run["ppl"] if torch_run else None
+        out.append(make_check("parity_rel_dppl", "base", ds, rel, p.max_rel_dppl, "max", ref, detail))
+    sdetail = "" if stats else (detail or "no logit comparison recorded")
+    if p.max_abs_dlogit is not None:
+        val = stats["max_abs_dlogit"] if stats else None
+        out.append(make_check("parity_max_abs_dlogit", "base", ds, val, p.max_abs_dlogit, "max", None, sdetail))
+    if p.min_top1_agree is not None:
+        val = stats["top1_agree"] if stats else None
+        out.append(make_check("parity_top1_agree", "base", ds, val, p.min_top1_agree, "min", None, sdetail))
+    return out
+
+
+def baseline_checks(doc: dict[str, Any], baseline: dict[str, Any], max_rel: float, name: str) -> list[Check]:
+    """Each run's PPL vs the stored baseline run with the same variant, runner, dataset and policy."""
+    out = []
+    for run in doc.get("runs", []):
+        key = ("variant", "runner", "dataset", "window", "stride", "bos", "max_tokens")
+        match = next((b for b in baseline.get("runs", []) if all(b.get(k) == run[k] for k in key)), None)
+        rel = (run["ppl"] - match["ppl"]) / match["ppl"] if match else None
+        detail = f"baseline {name}" if match else f"no entry in baseline {name} with this policy"
+        out.append(make_check("baseline_rel_regression", run["variant"], run["dataset"], rel, max_rel, "max",
+                              match["ppl"] if match else None, detail))
+    return out
+
+
+def verdict(checks: list[Check]) -> bool:
+    """True only when there is at least one check and every check passed."""
+    return bool(checks) and all(c.passed for c in checks)
