@@ -58,6 +58,10 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="intra-op threads for torch and ONNX Runtime")
     p.add_argument("--data-dir", help="local corpora folder (else $EVALSUITE_DATA_DIR, else the hub)")
     p.add_argument("--json-out", type=Path, help="write the results JSON here")
+    p.add_argument("--fresh", action="store_true",
+                   help="ignore per-window results stored by earlier (interrupted or identical) runs")
+    p.add_argument("--reference", type=Path,
+                   help="print a stored/published results file beside this run, e.g. baselines/phi3-mini-published.json")
 
 
 def suite_from_args(args: argparse.Namespace) -> Any:
@@ -88,11 +92,15 @@ def score(args: argparse.Namespace, suite: Any) -> dict[str, Any]:
     from .suite import evaluate
 
     data_dir = data.resolve_data_dir(args.data_dir)
-    evaluation = evaluate(suite, data_dir, report.RichProgress(Console(stderr=True)))
+    reference = results.read(args.reference, "reference") if args.reference else None
+    evaluation = evaluate(suite, data_dir, report.RichProgress(Console(stderr=True)), resume=not args.fresh)
     report.print_results(Console(), evaluation.runs)
     for err in evaluation.errors:
         print(f"evalsuite: {err['variant']}/{err['runner']}: {err['message']}", file=sys.stderr)
-    return results.to_document(evaluation)
+    doc = results.to_document(evaluation)
+    if reference is not None:
+        Console().print(report.reference_table(reference, doc))
+    return doc
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

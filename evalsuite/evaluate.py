@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .errors import ScoringError
+from .journal import Journal
 from .windows import Window
 
 
@@ -50,7 +51,8 @@ class RunResult:
     nll_mean: float
     ppl: float
     seconds: float
-    tokens_per_s: float
+    tokens_per_s: float  # over the tokens scored in this run (journal-reused ones excluded)
+    reused_tokens: int = 0  # targets taken from the per-window journal (resumed or repeated run)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,10 +63,18 @@ def score_stream(
     tokens: np.ndarray,
     windows: list[Window],
     on_window: Callable[[int], None] | None = None,
+    journal: Journal | None = None,
 ) -> np.ndarray:
-    """Per-target NLL (float64 [n_tokens]; entry t is -log p(token t | context), entry 0 is NaN)."""
+    """Per-target NLL (float64 [n_tokens]; entry t is -log p(token t | context), entry 0 is NaN).
+
+    With a journal, windows it already holds are taken from it and new ones are appended to it."""
     nll = np.full(tokens.shape[0], np.nan, dtype=np.float64)
     for i, w in enumerate(windows):
+        if journal is not None and i in journal.done:
+            nll[w.first_target : w.end] = journal.done[i]
+            if on_window is not None:
+                on_window(w.n_targets)
+            continue
         inputs = tokens[w.start : w.end - 1]
         targets = tokens[w.first_target : w.end]
         where = f"{runner.name} window {i} (tokens {w.start}..{w.end - 1})"
@@ -74,6 +84,8 @@ def score_stream(
             raise ScoringError(f"{where}: {err}") from None
         except Exception as err:  # a runtime failure mid-run fails the run, never passes it
             raise ScoringError(f"{where} failed: {type(err).__name__}: {str(err)[:300]}") from None
+        if journal is not None:
+            journal.append(i, nll[w.first_target : w.end])
         if on_window is not None:
             on_window(w.n_targets)
     return nll
@@ -85,6 +97,7 @@ def summarize(nll: np.ndarray, windows: list[Window], **fields: Any) -> RunResul
     total = float(np.sum(scored, dtype=np.float64))
     mean = total / scored.shape[0]
     seconds = float(fields.pop("seconds"))
+    fresh = scored.shape[0] - int(fields.get("reused_tokens", 0))
     return RunResult(
         tokens_scored=int(scored.shape[0]),
         windows=len(windows),
@@ -92,7 +105,7 @@ def summarize(nll: np.ndarray, windows: list[Window], **fields: Any) -> RunResul
         nll_mean=mean,
         ppl=math.exp(mean),
         seconds=seconds,
-        tokens_per_s=scored.shape[0] / seconds if seconds > 0 else float("inf"),
+        tokens_per_s=fresh / seconds if seconds > 0 and fresh > 0 else 0.0,
         **fields,
     )
 

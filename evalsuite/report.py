@@ -94,3 +94,26 @@ def checks_table(checks: list[Any]) -> Table:
         table.add_row(NAMES.get(c.name, c.name), c.variant, c.dataset, fmt(c.name, c.value), bound(c),
                       margin, result)
     return table
+
+
+def reference_table(reference: dict[str, Any], doc: dict[str, Any] | None) -> Table:
+    """Published/stored figures (base, quantized, difference) beside this run's numbers per dataset."""
+    table = Table(title=f"Reference: {reference.get('provenance', {}).get('source', 'baseline')}")
+    for col in ("model", "dataset", "base PPL", "quantized PPL", "difference", "this run: base → variants"):
+        table.add_column(col, justify="left" if col in ("model", "dataset") or col.startswith("this") else "right")
+    ours: dict[str, list[str]] = {}
+    for r in (doc or {}).get("runs", []):
+        if r["runner"] == "ort" or r["variant"] == "base":
+            ours.setdefault(r["dataset"], []).append(f"{r['variant']}/{r['runner']} {r['ppl']:.2f}")
+    by_key: dict[tuple[str, str], dict[str, float]] = {}
+    for r in reference.get("runs", []):
+        by_key.setdefault((r["model"], r["dataset"]), {})[r["variant"]] = r["ppl"]
+    for (model, ds), v in by_key.items():
+        base, quant = v.get("base"), next((p for k, p in v.items() if k != "base"), None)
+        diff = f"{quant - base:+.2f}" if base is not None and quant is not None else "—"
+        table.add_row(model, ds, f"{base:.2f}" if base else "—", f"{quant:.2f}" if quant else "—", diff,
+                      ", ".join(ours.get(ds, [])) or "—")
+    policy = reference.get("policy", {}).get("description")
+    if policy:
+        table.caption = policy
+    return table

@@ -14,6 +14,7 @@ import numpy as np
 from . import data, model_source
 from .config import Suite
 from .errors import DataError, ModelError, ScoringError
+from .journal import Journal, journal_path
 from .quiet import quiet_transformers
 from .evaluate import Runner, RunResult, score_stream, summarize
 from .windows import Window, check_policy, plan_windows
@@ -84,16 +85,21 @@ class Evaluation:
     errors: list[dict[str, Any]] = field(default_factory=list)  # {variant, runner, dataset|None, message}
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> build info (path, size)
     provenance: dict[str, Any] = field(default_factory=dict)
+    resume: bool = True
 
 
-def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = None) -> Evaluation:
+def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = None,
+             resume: bool = True) -> Evaluation:
     """Score every runner and variant. Config/input errors raise; a runner that fails to build or
-    score is recorded in `errors` (its checks then fail) and the others still run."""
+    score is recorded in `errors` (its checks then fail) and the others still run.
+
+    With `resume`, per-window results already journaled for the same runner, tokens and windows
+    are reused (an interrupted or repeated run only scores what is missing)."""
     progress = progress or NullProgress()
     texts = load_texts(suite, data_dir)
     source = model_source.resolve(suite.model.source, suite.model.trust_remote_code)
     streams = load_streams(suite, source, texts)
-    out = Evaluation(suite, provenance=provenance(source, streams))
+    out = Evaluation(suite, provenance=provenance(source, streams), resume=resume)
     ev = suite.eval
     reference = None
     if "torch" in ev.runners:
@@ -120,13 +126,28 @@ def build_base_onnx(source: model_source.ModelSource) -> Path:
 def _torch_runner(suite: Suite, source: model_source.ModelSource) -> Runner:
     from .torch_runner import TorchRunner
 
-    return TorchRunner(source.path, suite.eval.threads, suite.model.trust_remote_code)
+    runner = TorchRunner(source.path, suite.eval.threads, suite.model.trust_remote_code)
+    runner.identity = {"runner": "torch", "model": source.origin_sha256, "threads": suite.eval.threads,
+                       "versions": package_versions(("torch", "transformers"))}
+    return runner
 
 
 def _ort_runner(suite: Suite, onnx_dir: Path) -> Runner:
     from .ort_runner import OrtRunner
 
-    return OrtRunner(onnx_dir, suite.eval.provider, suite.eval.threads)
+    runner = OrtRunner(onnx_dir, suite.eval.provider, suite.eval.threads)
+    runner.identity = {"runner": "ort", "model": onnx_identity(onnx_dir), "provider": suite.eval.provider,
+                       "threads": suite.eval.threads, "versions": package_versions(("onnxruntime",))}
+    return runner
+
+
+def onnx_identity(onnx_dir: Path) -> str:
+    """Folders built by evalsuite are named by their content key; others are hashed."""
+    from .cache import cache_root, tree_sha256
+
+    if cache_root() in onnx_dir.resolve().parents:
+        return onnx_dir.name
+    return tree_sha256(onnx_dir)
 
 
 def _variant_runner(suite: Suite, source: model_source.ModelSource, variant: Any, out: Evaluation) -> Runner:
@@ -153,7 +174,7 @@ def _score_all(out: Evaluation, runner: Runner | None, variant: str, streams: li
     ok = True
     for stream in streams:
         try:
-            result, nll = run_one(runner, variant, stream, out.suite, progress)
+            result, nll = run_one(runner, variant, stream, out.suite, progress, out.resume)
         except ScoringError as err:
             out.errors.append({"variant": variant, "runner": runner.name, "dataset": stream.label,
                                "message": str(err)})
@@ -164,17 +185,24 @@ def _score_all(out: Evaluation, runner: Runner | None, variant: str, streams: li
     return ok
 
 
-def run_one(runner: Runner, variant: str, stream: Stream, suite: Suite, progress: Progress
-            ) -> tuple[RunResult, np.ndarray]:
+def run_one(runner: Runner, variant: str, stream: Stream, suite: Suite, progress: Progress,
+            resume: bool = True) -> tuple[RunResult, np.ndarray]:
     ev = suite.eval
+    identity = getattr(runner, "identity", None)
+    journal = None
+    if resume and identity is not None:
+        journal = Journal(journal_path(identity, stream.tokens, stream.windows), stream.windows)
+    reused = sum(stream.windows[i].n_targets for i in journal.done) if journal else 0
     progress.start(f"{variant}/{runner.name} {stream.label}", sum(w.n_targets for w in stream.windows))
     start = time.perf_counter()
     try:
-        nll = score_stream(runner, stream.tokens, stream.windows, progress.advance)
+        nll = score_stream(runner, stream.tokens, stream.windows, progress.advance, journal)
     finally:
         progress.stop()
+        if journal is not None:
+            journal.close()
     result = summarize(
-        nll, stream.windows, seconds=time.perf_counter() - start, model=suite.model.source,
+        nll, stream.windows, seconds=time.perf_counter() - start, reused_tokens=reused, model=suite.model.source,
         variant=variant, runner=runner.name, dataset=stream.label, split=stream.text.split,
         window=ev.window, stride=ev.stride, bos=ev.bos, max_tokens=ev.max_tokens,
         tokens_in_stream=int(stream.tokens.shape[0]),
@@ -198,13 +226,18 @@ def parity_stats(reference: Any, candidate: Any, stream: Stream, n_windows: int)
             "windows": picks, "positions": total, "max_abs_dlogit": max_abs, "top1_agree": agree / total}
 
 
-def provenance(source: model_source.ModelSource, streams: list[Stream]) -> dict[str, Any]:
-    versions = {}
-    for name in PACKAGES:
+def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in names:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
+    return versions
+
+
+def provenance(source: model_source.ModelSource, streams: list[Stream]) -> dict[str, Any]:
+    versions = package_versions()
     return {
         "model": {"source": source.name, "kind": source.kind, "path": str(source.path),
                   "origin_sha256": source.origin_sha256, "tokenizer_sha256": source.tokenizer_id},

@@ -1,0 +1,63 @@
+"""Per-window results persisted as scoring goes, so an interrupted run resumes where it stopped
+and a repeated run with the same inputs scores nothing again.
+
+One append-only file per (runner identity, token stream, window plan). Record layout, little endian:
+`int64 window index` then `n_targets x float64 NLL` (n_targets is known from the plan). A record
+cut short by `kill -9` is ignored and overwritten. Each record is flushed and fsynced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .cache import cache_root, key_of
+from .windows import Window
+
+
+def journal_path(identity: dict[str, Any], tokens: np.ndarray, windows: list[Window]) -> Path:
+    plan = hashlib.sha256(np.asarray([(w.start, w.first_target, w.end) for w in windows], np.int64)).hexdigest()
+    toks = hashlib.sha256(np.ascontiguousarray(tokens, dtype=np.int64).tobytes()).hexdigest()
+    return cache_root() / "journal" / f"{key_of({'runner': identity, 'tokens': toks, 'plan': plan})}.nll"
+
+
+class Journal:
+    def __init__(self, path: Path, windows: list[Window]) -> None:
+        self.path = path
+        self.windows = windows
+        self.done: dict[int, np.ndarray] = {}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        valid = self._read()
+        self.fh = open(path, "r+b" if path.exists() else "w+b")  # noqa: SIM115 (closed in close())
+        self.fh.truncate(valid)  # drop a torn tail record
+        self.fh.seek(valid)
+
+    def _read(self) -> int:
+        """Load complete records; return the byte length of the valid prefix."""
+        if not self.path.exists():
+            return 0
+        blob = self.path.read_bytes()
+        pos = 0
+        while pos + 8 <= len(blob):
+            index = int(np.frombuffer(blob, "<i8", 1, pos)[0])
+            if not 0 <= index < len(self.windows):
+                break
+            n = self.windows[index].n_targets
+            if pos + 8 + 8 * n > len(blob):
+                break
+            self.done[index] = np.frombuffer(blob, "<f8", n, pos + 8).copy()
+            pos += 8 + 8 * n
+        return pos
+
+    def append(self, index: int, nll: np.ndarray) -> None:
+        self.fh.write(np.int64(index).astype("<i8").tobytes() + np.asarray(nll, "<f8").tobytes())
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        self.done[index] = nll
+
+    def close(self) -> None:
+        self.fh.close()
