@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     gate = sub.add_parser("gate", help="score, then check every threshold; exit 1 when any fails")
     add_run_args(gate)
     add_gate_args(gate)
+    mg = sub.add_parser("merge", help="combine --shard i/n result files into the numbers of one run")
+    mg.add_argument("shards", nargs="+", type=Path, help="results JSON of every shard")
+    mg.add_argument("--json-out", type=Path, required=True, help="write the merged results JSON here")
     base = sub.add_parser("baseline", help="manage stored baselines")
     bsub = base.add_subparsers(dest="baseline_command", required=True, parser_class=_Parser)
     upd = bsub.add_parser("update", help="write a baseline file from a results JSON (or a fresh run)")
@@ -58,10 +61,19 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="intra-op threads for torch and ONNX Runtime")
     p.add_argument("--data-dir", help="local corpora folder (else $EVALSUITE_DATA_DIR, else the hub)")
     p.add_argument("--json-out", type=Path, help="write the results JSON here")
+    p.add_argument("--shard", type=parse_shard, metavar="I/N",
+                   help="score only windows I, I+N, I+2N, ... (0-based); combine with 'evalsuite merge'")
     p.add_argument("--fresh", action="store_true",
                    help="ignore per-window results stored by earlier (interrupted or identical) runs")
     p.add_argument("--reference", type=Path,
                    help="print a stored/published results file beside this run, e.g. baselines/phi3-mini-published.json")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    index, sep, count = text.partition("/")
+    if not sep or not index.isdigit() or not count.isdigit() or not 0 <= int(index) < int(count):
+        raise argparse.ArgumentTypeError(f"shard must be I/N with 0 <= I < N, e.g. 0/4; got '{text}'")
+    return int(index), int(count)
 
 
 def suite_from_args(args: argparse.Namespace) -> Any:
@@ -93,7 +105,8 @@ def score(args: argparse.Namespace, suite: Any) -> dict[str, Any]:
 
     data_dir = data.resolve_data_dir(args.data_dir)
     reference = results.read(args.reference, "reference") if args.reference else None
-    evaluation = evaluate(suite, data_dir, report.RichProgress(Console(stderr=True)), resume=not args.fresh)
+    evaluation = evaluate(suite, data_dir, report.RichProgress(Console(stderr=True)), resume=not args.fresh,
+                          shard=args.shard)
     report.print_results(Console(), evaluation.runs)
     for err in evaluation.errors:
         print(f"evalsuite: {err['variant']}/{err['runner']}: {err['message']}", file=sys.stderr)
@@ -158,6 +171,19 @@ def write_gate_outputs(args: argparse.Namespace, doc: dict[str, Any], checks: li
             fh.write(md)
 
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from . import merge, report, results
+    from .evaluate import RunResult
+
+    check_writable(args.json_out)
+    doc = merge.merge([results.read(p, "shard") for p in args.shards])
+    results.write(args.json_out, doc)
+    Console().print(report.results_table([RunResult(**r) for r in doc["runs"]]))
+    return 1 if doc["errors"] else 0
+
+
 def cmd_baseline(args: argparse.Namespace) -> int:
     from . import results
 
@@ -179,7 +205,7 @@ def check_writable(path: Path) -> None:
                          "choose another output path")
 
 
-COMMANDS = {"eval": cmd_eval, "gate": cmd_gate, "baseline": cmd_baseline}
+COMMANDS = {"eval": cmd_eval, "gate": cmd_gate, "baseline": cmd_baseline, "merge": cmd_merge}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,12 +64,15 @@ def score_stream(
     windows: list[Window],
     on_window: Callable[[int], None] | None = None,
     journal: Journal | None = None,
+    indices: list[int] | None = None,
 ) -> np.ndarray:
-    """Per-target NLL (float64 [n_tokens]; entry t is -log p(token t | context), entry 0 is NaN).
+    """Per-target NLL (float64 [n_tokens]; entry t is -log p(token t | context), NaN where unscored).
 
-    With a journal, windows it already holds are taken from it and new ones are appended to it."""
+    Scores `windows[i]` for i in `indices` (default: all). With a journal, windows it already holds
+    are taken from it and new ones are appended to it."""
     nll = np.full(tokens.shape[0], np.nan, dtype=np.float64)
-    for i, w in enumerate(windows):
+    for i in range(len(windows)) if indices is None else indices:
+        w = windows[i]
         if journal is not None and i in journal.done:
             nll[w.first_target : w.end] = journal.done[i]
             if on_window is not None:

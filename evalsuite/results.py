@@ -9,7 +9,9 @@ from typing import Any
 
 from .cache import atomic_write_text
 from .errors import DataError
+from .evaluate import RunResult
 from .suite import Evaluation
+from .windows import plan_windows
 
 SCHEMA_VERSION = 1
 WINDOW_POLICY = (
@@ -26,13 +28,26 @@ def to_document(ev: Evaluation) -> dict[str, Any]:
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "policy": {"window": e.window, "stride": e.stride, "bos": e.bos, "max_tokens": e.max_tokens,
                    "description": WINDOW_POLICY},
-        "runs": [r.to_json() for r in ev.runs],
+        "runs": [run_json(ev, r) for r in ev.runs],
         "parity": ev.parity,
         "variants": ev.variants,
         "errors": ev.errors,
-        "complete": not ev.errors,
+        "complete": not ev.errors and ev.shard is None,
+        "shard": {"index": ev.shard[0], "count": ev.shard[1]} if ev.shard else None,
         "provenance": ev.provenance,
     }
+
+
+def run_json(ev: Evaluation, run: RunResult) -> dict[str, Any]:
+    """A run's JSON; a shard's runs also carry their per-window NLL so `merge` can recombine them."""
+    out = run.to_json()
+    if ev.shard is not None:
+        key = (run.variant, run.runner, run.dataset)
+        nll, indices = ev.nll[key], ev.scored_windows[key]
+        windows = plan_windows(run.tokens_in_stream, run.window, run.stride)
+        out["shard_windows"] = indices
+        out["shard_nll"] = [nll[windows[i].first_target : windows[i].end].tolist() for i in indices]
+    return out
 
 
 def read(path: Path, what: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from .errors import DataError, ModelError, ScoringError
 from .journal import Journal, journal_path
 from .quiet import quiet_transformers
 from .evaluate import Runner, RunResult, score_stream, summarize
-from .windows import Window, check_policy, plan_windows
+from .windows import Window, check_policy, plan_windows, shard_windows
 
 PACKAGES = ("evalsuite", "torch", "transformers", "onnxruntime", "onnxruntime-genai", "numpy", "tokenizers")
 
@@ -86,20 +86,23 @@ class Evaluation:
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> build info (path, size)
     provenance: dict[str, Any] = field(default_factory=dict)
     resume: bool = True
+    shard: tuple[int, int] | None = None
+    scored_windows: dict[tuple[str, str, str], list[int]] = field(default_factory=dict)
 
 
 def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = None,
-             resume: bool = True) -> Evaluation:
+             resume: bool = True, shard: tuple[int, int] | None = None) -> Evaluation:
     """Score every runner and variant. Config/input errors raise; a runner that fails to build or
     score is recorded in `errors` (its checks then fail) and the others still run.
 
     With `resume`, per-window results already journaled for the same runner, tokens and windows
-    are reused (an interrupted or repeated run only scores what is missing)."""
+    are reused (an interrupted or repeated run only scores what is missing). With `shard=(i, n)`
+    only every n-th window from i is scored; `merge.py` combines the n shards."""
     progress = progress or NullProgress()
     texts = load_texts(suite, data_dir)
     source = model_source.resolve(suite.model.source, suite.model.trust_remote_code)
     streams = load_streams(suite, source, texts)
-    out = Evaluation(suite, provenance=provenance(source, streams), resume=resume)
+    out = Evaluation(suite, provenance=provenance(source, streams), resume=resume, shard=shard)
     ev = suite.eval
     reference = None
     if "torch" in ev.runners:
@@ -108,7 +111,7 @@ def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = No
     if "ort" in ev.runners:
         ort = _guarded(out, "base", "ort", lambda: _ort_runner(suite, build_base_onnx(source)))
         ok = _score_all(out, ort, "base", streams, progress)
-        if reference is not None and ort is not None and ok:
+        if reference is not None and ort is not None and ok and (shard is None or shard[0] == 0):
             out.parity = [parity_stats(reference, ort, s, suite.parity.sample_windows) for s in streams]
     del reference
     for variant in suite.variants:
@@ -173,8 +176,9 @@ def _score_all(out: Evaluation, runner: Runner | None, variant: str, streams: li
         return False
     ok = True
     for stream in streams:
+        indices = shard_indices(len(stream.windows), out.shard)
         try:
-            result, nll = run_one(runner, variant, stream, out.suite, progress, out.resume)
+            result, nll = run_one(runner, variant, stream, out.suite, progress, out.resume, indices)
         except ScoringError as err:
             out.errors.append({"variant": variant, "runner": runner.name, "dataset": stream.label,
                                "message": str(err)})
@@ -182,27 +186,35 @@ def _score_all(out: Evaluation, runner: Runner | None, variant: str, streams: li
             continue
         out.runs.append(result)
         out.nll[(variant, runner.name, stream.label)] = nll
+        out.scored_windows[(variant, runner.name, stream.label)] = indices
     return ok
 
 
+def shard_indices(n_windows: int, shard: tuple[int, int] | None) -> list[int]:
+    everything = list(range(n_windows))
+    return everything if shard is None else shard_windows(everything, *shard)  # type: ignore[arg-type]
+
+
 def run_one(runner: Runner, variant: str, stream: Stream, suite: Suite, progress: Progress,
-            resume: bool = True) -> tuple[RunResult, np.ndarray]:
+            resume: bool = True, indices: list[int] | None = None) -> tuple[RunResult, np.ndarray]:
     ev = suite.eval
+    indices = list(range(len(stream.windows))) if indices is None else indices
+    windows = [stream.windows[i] for i in indices]
     identity = getattr(runner, "identity", None)
     journal = None
     if resume and identity is not None:
         journal = Journal(journal_path(identity, stream.tokens, stream.windows), stream.windows)
-    reused = sum(stream.windows[i].n_targets for i in journal.done) if journal else 0
-    progress.start(f"{variant}/{runner.name} {stream.label}", sum(w.n_targets for w in stream.windows))
+    reused = sum(stream.windows[i].n_targets for i in indices if i in journal.done) if journal else 0
+    progress.start(f"{variant}/{runner.name} {stream.label}", sum(w.n_targets for w in windows))
     start = time.perf_counter()
     try:
-        nll = score_stream(runner, stream.tokens, stream.windows, progress.advance, journal)
+        nll = score_stream(runner, stream.tokens, stream.windows, progress.advance, journal, indices)
     finally:
         progress.stop()
         if journal is not None:
             journal.close()
     result = summarize(
-        nll, stream.windows, seconds=time.perf_counter() - start, reused_tokens=reused, model=suite.model.source,
+        nll, windows, seconds=time.perf_counter() - start, reused_tokens=reused, model=suite.model.source,
         variant=variant, runner=runner.name, dataset=stream.label, split=stream.text.split,
         window=ev.window, stride=ev.stride, bos=ev.bos, max_tokens=ev.max_tokens,
         tokens_in_stream=int(stream.tokens.shape[0]),

@@ -84,3 +84,26 @@ def test_torn_journal_tail_is_ignored(tmp_path: Path, monkeypatch: pytest.Monkey
     again.append(2, np.zeros(4))
     again.close()
     assert sorted(Journal(path, windows).done) == [0, 1, 2]
+
+
+def test_shards_merge_bit_for_bit(tiny_llama_dir: Path, data_dir: Path, tmp_path: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from evalsuite.cli import main
+
+    monkeypatch.setenv("EVALSUITE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("EVALSUITE_DATA_DIR", str(data_dir))
+    args = ["eval", "--model", str(tiny_llama_dir), "--runner", "torch", "--dataset", "wikitext2",
+            "--dataset", "ptb", "--max-tokens", "900", "--window", "64", "--stride", "48", "--fresh"]
+    assert main([*args, "--json-out", str(tmp_path / "full.json")]) == 0
+    for i in range(3):
+        assert main([*args, "--shard", f"{i}/3", "--json-out", str(tmp_path / f"s{i}.json")]) == 0
+    shard0 = json.loads((tmp_path / "s0.json").read_text())
+    assert shard0["complete"] is False and shard0["shard"] == {"index": 0, "count": 3}
+    shards = [str(tmp_path / f"s{i}.json") for i in (2, 0, 1)]
+    assert main(["merge", *shards, "--json-out", str(tmp_path / "merged.json")]) == 0
+    full = json.loads((tmp_path / "full.json").read_text())["runs"]
+    merged = json.loads((tmp_path / "merged.json").read_text())["runs"]
+    for a, b in zip(full, merged, strict=True):
+        assert (a["dataset"], a["tokens_scored"], a["windows"]) == (b["dataset"], b["tokens_scored"], b["windows"])
+        assert a["ppl"] == b["ppl"] and a["nll_sum"] == b["nll_sum"]  # bit for bit
+    assert main(["merge", *shards[:2], "--json-out", str(tmp_path / "bad.json")]) == 2  # incomplete set
