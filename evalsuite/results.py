@@ -25,7 +25,7 @@ def to_document(ev: Evaluation) -> dict[str, Any]:
     e = ev.suite.eval
     return {
         "schema_version": SCHEMA_VERSION,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "policy": {"window": e.window, "stride": e.stride, "bos": e.bos, "max_tokens": e.max_tokens,
                    "description": WINDOW_POLICY},
         "runs": [run_json(ev, r) for r in ev.runs],

@@ -14,9 +14,9 @@ import numpy as np
 from . import data, model_source
 from .config import Suite
 from .errors import DataError, ModelError, ScoringError
+from .evaluate import Runner, RunResult, score_stream, summarize
 from .journal import Journal, journal_path
 from .quiet import quiet_transformers
-from .evaluate import Runner, RunResult, score_stream, summarize
 from .windows import Window, check_policy, plan_windows, shard_windows
 
 PACKAGES = ("evalsuite", "torch", "transformers", "onnxruntime", "onnxruntime-genai", "numpy", "tokenizers")
@@ -192,7 +192,7 @@ def _score_all(out: Evaluation, runner: Runner | None, variant: str, streams: li
 
 def shard_indices(n_windows: int, shard: tuple[int, int] | None) -> list[int]:
     everything = list(range(n_windows))
-    return everything if shard is None else shard_windows(everything, *shard)  # type: ignore[arg-type]
+    return everything if shard is None else shard_windows(everything, *shard)
 
 
 def run_one(runner: Runner, variant: str, stream: Stream, suite: Suite, progress: Progress,

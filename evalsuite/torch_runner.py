@@ -6,6 +6,7 @@ Only turns one window's input tokens into per-target NLL; windows come from `win
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -16,6 +17,7 @@ from .quiet import quiet_transformers
 
 class TorchRunner:
     name = "torch"
+    identity: dict[str, Any] | None = None  # what the per-window journal is keyed by; set by the suite
 
     def __init__(self, model_dir: Path, threads: int | None = None, trust_remote_code: bool = False) -> None:
         import torch

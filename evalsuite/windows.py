@@ -17,8 +17,11 @@ Policy (recorded with every result):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 from .errors import DataError, UsageError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,7 @@ def plan_windows(n_tokens: int, window: int, stride: int) -> list[Window]:
         first, end = end, min(end + stride, n_tokens)
 
 
-def shard_windows(windows: list[Window], index: int, count: int) -> list[Window]:
+def shard_windows(windows: list[T], index: int, count: int) -> list[T]:
     """The deterministic shard `index` of `count` (0-based): every count-th window from index."""
     if count < 1 or not 0 <= index < count:
         raise UsageError(f"shard must be i/n with 0 <= i < n, got {index}/{count}; use e.g. --shard 0/2")

@@ -4,7 +4,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from tiny import save_tiny_llama
 
 REPO = Path(__file__).resolve().parent.parent

@@ -46,7 +46,7 @@ def test_split_reference(data_dir: Path) -> None:
 
 
 def test_unknown_dataset() -> None:
-    with pytest.raises(DataError, match="unknown dataset 'wikitext3'.*known datasets: ptb, wikitext2"):
+    with pytest.raises(DataError, match=r"unknown dataset 'wikitext3'.*known datasets: ptb, wikitext2"):
         data.load_spec("wikitext3")
 
 
@@ -56,7 +56,7 @@ def test_sha_mismatch_and_missing_file(data_dir: Path, tmp_path: Path) -> None:
         data.load_text("ptb", tmp_path)
     original = (data_dir / "ptb" / "ptb.test.txt").read_bytes()
     (tmp_path / "ptb" / "ptb.test.txt").write_bytes(original[:-10] + b"tampered!\n")
-    with pytest.raises(DataError, match="sha256 .* expected .* restore the canonical file"):
+    with pytest.raises(DataError, match=r"sha256 .* expected .* restore the canonical file"):
         data.load_text("ptb", tmp_path)
     shutil.copy(data_dir / "ptb" / "ptb.test.txt", tmp_path / "ptb" / "ptb.test.txt")
     assert data.load_text("ptb", tmp_path).text.startswith("no it was")

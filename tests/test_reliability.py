@@ -23,7 +23,7 @@ def evalsuite(args: list[str], cache: Path, data_dir: Path) -> subprocess.Popen[
 
 
 def finish(proc: subprocess.Popen[bytes]) -> None:
-    out, err = proc.communicate(timeout=600)
+    _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err.decode()[-2000:]
 
 
