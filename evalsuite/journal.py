@@ -20,7 +20,8 @@ from .windows import Window
 
 
 def journal_path(identity: dict[str, Any], tokens: np.ndarray, windows: list[Window]) -> Path:
-    plan = hashlib.sha256(np.asarray([(w.start, w.first_target, w.end) for w in windows], np.int64).tobytes()).hexdigest()
+    bounds = np.asarray([(w.start, w.first_target, w.end) for w in windows], np.int64)
+    plan = hashlib.sha256(bounds.tobytes()).hexdigest()
     toks = hashlib.sha256(np.ascontiguousarray(tokens, dtype=np.int64).tobytes()).hexdigest()
     return cache_root() / "journal" / f"{key_of({'runner': identity, 'tokens': toks, 'plan': plan})}.nll"
 
