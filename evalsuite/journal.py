@@ -2,7 +2,8 @@
 and a repeated run with the same inputs scores nothing again.
 
 One append-only file per (runner identity, token stream, window plan). Record layout, little endian:
-`int64 window index` then `n_targets x float64 NLL` (n_targets is known from the plan). A record
+`int64 window index` then `n_targets x width` float64 per-token columns, row-major (n_targets is
+known from the plan; width from the columns the lane keeps, see tokenstats.py). A record
 cut short by `kill -9` is ignored and overwritten. Each record is flushed and fsynced.
 """
 
@@ -27,9 +28,10 @@ def journal_path(identity: dict[str, Any], tokens: np.ndarray, windows: list[Win
 
 
 class Journal:
-    def __init__(self, path: Path, windows: list[Window]) -> None:
+    def __init__(self, path: Path, windows: list[Window], width: int = 1) -> None:
         self.path = path
         self.windows = windows
+        self.width = width
         self.done: dict[int, np.ndarray] = {}
         path.parent.mkdir(parents=True, exist_ok=True)
         valid = self._read()
@@ -47,18 +49,20 @@ class Journal:
             index = int(np.frombuffer(blob, "<i8", 1, pos)[0])
             if not 0 <= index < len(self.windows):
                 break
-            n = self.windows[index].n_targets
+            n = self.windows[index].n_targets * self.width
             if pos + 8 + 8 * n > len(blob):
                 break
             self.done[index] = np.frombuffer(blob, "<f8", n, pos + 8).copy()
             pos += 8 + 8 * n
         return pos
 
-    def append(self, index: int, nll: np.ndarray) -> None:
-        self.fh.write(np.int64(index).astype("<i8").tobytes() + np.asarray(nll, "<f8").tobytes())
+    def append(self, index: int, values: np.ndarray) -> None:
+        """`values`: the window's float64 columns flattened row-major (n_targets x width)."""
+        flat = np.asarray(values, "<f8").reshape(-1)
+        self.fh.write(np.int64(index).astype("<i8").tobytes() + flat.tobytes())
         self.fh.flush()
         os.fsync(self.fh.fileno())
-        self.done[index] = nll
+        self.done[index] = flat
 
     def close(self) -> None:
         self.fh.close()

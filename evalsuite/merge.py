@@ -1,8 +1,8 @@
 """Combine `--shard i/n` results into exactly the numbers of a single unsharded run.
 
-Each shard's runs carry `shard_windows` (plan indices) and `shard_nll` (per-window NLL lists; JSON
-floats round-trip float64 exactly). Merging rebuilds the per-target NLL array of the whole plan and
-summarizes it the same way an unsharded run does, so PPL matches bit for bit.
+Each shard's runs carry `shard_windows` (plan indices) and `shard_cols` (per-window rows of the
+per-token columns; JSON floats round-trip float64 exactly). Merging rebuilds each run's columns
+over the whole plan and summarizes them the way an unsharded run does, so PPL matches bit for bit.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ import numpy as np
 
 from .errors import DataError
 from .evaluate import summarize
-from .windows import plan_windows
+from .metrics import paired_metrics, solo_metrics
+from .tokenstats import SOLO
+from .windows import Window, plan_windows
 
 RUN_META = ("model", "variant", "runner", "dataset", "split", "window", "stride", "bos", "max_tokens",
             "tokens_in_stream")
@@ -25,7 +27,17 @@ def merge(docs: list[dict[str, Any]]) -> dict[str, Any]:
     for doc in docs:
         for run in doc["runs"]:
             groups.setdefault((run["variant"], run["runner"], run["dataset"]), []).append(run)
-    runs = [merge_runs(key, parts, len(docs)) for key, parts in groups.items()]
+    rebuilt = {key: rebuild(key, parts, len(docs)) for key, parts in groups.items()}
+    runs = []
+    for (variant, _runner, dataset), (cols, windows, parts) in rebuilt.items():
+        metrics = solo_metrics(cols[:, : len(SOLO)], windows)
+        base = rebuilt.get(("base", "ort", dataset))
+        if variant != "base" and base is not None:
+            metrics |= paired_metrics(cols, base[0][:, 0], windows)
+        meta = {k: parts[0][k] for k in RUN_META}
+        runs.append(summarize(cols[:, 0], windows, seconds=sum(p["seconds"] for p in parts),
+                              reused_tokens=sum(p.get("reused_tokens", 0) for p in parts),
+                              metrics=metrics, **meta).to_json())
     first = next(d for d in docs if d["shard"]["index"] == 0)
     errors = [e for d in docs for e in d.get("errors", [])]
     return {**first, "runs": runs, "errors": errors, "complete": not errors, "shard": None,
@@ -42,30 +54,29 @@ def check_shards(docs: list[dict[str, Any]]) -> None:
     indices = sorted(s["index"] for s in shards)  # type: ignore[index]
     if len(counts) != 1 or indices != list(range(counts.pop())):
         raise DataError(f"shards {indices} do not form a complete set 0..n-1; merge one file per shard")
-    for key in ("policy",):
-        if any(d[key] != docs[0][key] for d in docs):
-            raise DataError("shards were run with different window policies; rerun them with one config")
+    if any(d["policy"] != docs[0]["policy"] for d in docs):
+        raise DataError("shards were run with different window policies; rerun them with one config")
     data = [d["provenance"].get("data") for d in docs]
     models = [d["provenance"].get("model", {}).get("origin_sha256") for d in docs]
     if any(x != data[0] for x in data) or any(m != models[0] for m in models):
         raise DataError("shards scored different data or models; rerun them from one config")
 
 
-def merge_runs(key: tuple[str, str, str], parts: list[dict[str, Any]], n_shards: int) -> dict[str, Any]:
+def rebuild(key: tuple[str, str, str], parts: list[dict[str, Any]], n_shards: int
+            ) -> tuple[np.ndarray, list[Window], list[dict[str, Any]]]:
+    """The run's per-token columns over the whole plan, from its shards."""
     if len(parts) != n_shards:
         raise DataError(f"run {'/'.join(key)} is missing from {n_shards - len(parts)} shard(s); "
                         "rerun the failed shards")
-    meta = {k: parts[0][k] for k in RUN_META}
-    windows = plan_windows(meta["tokens_in_stream"], meta["window"], meta["stride"])
-    nll = np.full(meta["tokens_in_stream"], np.nan, dtype=np.float64)
+    first = parts[0]
+    windows = plan_windows(first["tokens_in_stream"], first["window"], first["stride"])
+    width = len(first["shard_cols"][0][0])
+    cols = np.full((first["tokens_in_stream"], width), np.nan)
     seen: set[int] = set()
     for part in parts:
-        for i, values in zip(part["shard_windows"], part["shard_nll"], strict=True):
-            w = windows[i]
-            nll[w.first_target : w.end] = np.asarray(values, dtype=np.float64)
+        for i, rows in zip(part["shard_windows"], part["shard_cols"], strict=True):
+            cols[windows[i].first_target : windows[i].end] = np.asarray(rows, dtype=np.float64)
             seen.add(i)
     if seen != set(range(len(windows))):
         raise DataError(f"run {'/'.join(key)}: shards cover {len(seen)} of {len(windows)} windows")
-    seconds = sum(p["seconds"] for p in parts)
-    reused = sum(p.get("reused_tokens", 0) for p in parts)
-    return summarize(nll, windows, seconds=seconds, reused_tokens=reused, **meta).to_json()
+    return cols, windows, parts

@@ -43,10 +43,10 @@ def run_json(ev: Evaluation, run: RunResult) -> dict[str, Any]:
     out = run.to_json()
     if ev.shard is not None:
         key = (run.variant, run.runner, run.dataset)
-        nll, indices = ev.nll[key], ev.scored_windows[key]
+        cols, indices = ev.cols[key], ev.scored_windows[key]
         windows = plan_windows(run.tokens_in_stream, run.window, run.stride)
         out["shard_windows"] = indices
-        out["shard_nll"] = [nll[windows[i].first_target : windows[i].end].tolist() for i in indices]
+        out["shard_cols"] = [cols[windows[i].first_target : windows[i].end].tolist() for i in indices]
     return out
 
 

@@ -14,9 +14,11 @@ import numpy as np
 from . import data, model_source
 from .config import Suite
 from .errors import DataError, ModelError, ScoringError
-from .evaluate import Runner, RunResult, score_stream, summarize
+from .evaluate import Lane, Runner, RunResult, new_lane, score_lanes, summarize
 from .journal import Journal, journal_path
+from .metrics import paired_metrics, solo_metrics
 from .quiet import quiet_transformers
+from .tokenstats import SOLO
 from .windows import Window, check_policy, plan_windows, shard_windows
 
 PACKAGES = ("evalsuite", "torch", "transformers", "onnxruntime", "onnxruntime-genai", "numpy", "tokenizers")
@@ -80,7 +82,7 @@ def load_streams(suite: Suite, source: model_source.ModelSource, texts: list[dat
 class Evaluation:
     suite: Suite
     runs: list[RunResult] = field(default_factory=list)
-    nll: dict[tuple[str, str, str], np.ndarray] = field(default_factory=dict)  # (variant, runner, dataset)
+    cols: dict[tuple[str, str, str], np.ndarray] = field(default_factory=dict)  # (variant, runner, dataset)
     parity: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)  # {variant, runner, dataset|None, message}
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> build info (path, size)
@@ -95,6 +97,8 @@ def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = No
     """Score every runner and variant. Config/input errors raise; a runner that fails to build or
     score is recorded in `errors` (its checks then fail) and the others still run.
 
+    The torch reference is scored alone; the ORT base and every variant are scored together,
+    window by window, so each variant is compared with the base's logits of the same window.
     With `resume`, per-window results already journaled for the same runner, tokens and windows
     are reused (an interrupted or repeated run only scores what is missing). With `shard=(i, n)`
     only every n-th window from i is scored; `merge.py` combines the n shards."""
@@ -107,16 +111,23 @@ def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = No
     reference = None
     if "torch" in ev.runners:
         reference = _guarded(out, "base", "torch", lambda: _torch_runner(suite, source))
-        _score_all(out, reference, "base", streams, progress)
+        if reference is not None:
+            _score_group(out, [("base", reference)], streams, progress)
     if "ort" in ev.runners:
         ort = _guarded(out, "base", "ort", lambda: _ort_runner(suite, build_base_onnx(source)))
-        ok = _score_all(out, ort, "base", streams, progress)
-        if reference is not None and ort is not None and ok and (shard is None or shard[0] == 0):
+        if reference is not None and ort is not None and (shard is None or shard[0] == 0):
             out.parity = [parity_stats(reference, ort, s, suite.parity.sample_windows) for s in streams]
-    del reference
-    for variant in suite.variants:
-        runner = _guarded(out, variant.name, "ort", lambda v=variant: _variant_runner(suite, source, v, out))
-        _score_all(out, runner, variant.name, streams, progress)
+        del reference
+        group = [("base", ort)] if ort is not None else []
+        for variant in suite.variants:
+            runner = _guarded(out, variant.name, "ort", lambda v=variant: _variant_runner(suite, source, v, out))
+            if runner is not None:
+                group.append((variant.name, runner))
+        if ort is not None:
+            _score_group(out, group, streams, progress)
+    elif suite.variants:
+        out.errors.append({"variant": "*", "runner": "ort", "dataset": None,
+                           "message": "variants need the 'ort' runner; add it to [eval] runners"})
     return out
 
 
@@ -170,56 +181,65 @@ def _guarded(out: Evaluation, variant: str, runner: str, make: Any) -> Any:
         return None
 
 
-def _score_all(out: Evaluation, runner: Runner | None, variant: str, streams: list[Stream],
-               progress: Progress) -> bool:
-    if runner is None:
-        return False
-    ok = True
+def _score_group(out: Evaluation, group: list[tuple[str, Runner]], streams: list[Stream],
+                 progress: Progress) -> None:
+    """Score runners together on each stream: the first is the base, the others are paired with it."""
     for stream in streams:
         indices = shard_indices(len(stream.windows), out.shard)
+        n = int(stream.tokens.shape[0])
+        lanes = [new_lane(r, v, i > 0, n) for i, (v, r) in enumerate(group)]
+        if out.resume:
+            for lane in lanes:
+                lane.journal = _journal(lane, lanes[0], stream)
+        names = ", ".join(v if v != "base" else f"{v}/{r.name}" for v, r in group)
+        progress.start(f"{names} · {stream.label}", sum(stream.windows[i].n_targets for i in indices))
+        start = time.perf_counter()
         try:
-            result, nll = run_one(runner, variant, stream, out.suite, progress, out.resume, indices)
-        except ScoringError as err:
-            out.errors.append({"variant": variant, "runner": runner.name, "dataset": stream.label,
-                               "message": str(err)})
-            ok = False
-            continue
-        out.runs.append(result)
-        out.nll[(variant, runner.name, stream.label)] = nll
-        out.scored_windows[(variant, runner.name, stream.label)] = indices
-    return ok
+            score_lanes(lanes, stream.tokens, stream.windows, indices, progress.advance)
+        finally:
+            progress.stop()
+            for lane in lanes:
+                if lane.journal is not None:
+                    lane.journal.close()
+        seconds = time.perf_counter() - start
+        for lane in lanes:
+            _collect(out, lane, lanes[0], stream, indices, seconds)
+
+
+def _journal(lane: Lane, base: Lane, stream: Stream) -> Journal | None:
+    identity = getattr(lane.runner, "identity", None)
+    if identity is None:
+        return None
+    if lane.paired:
+        identity = {**identity, "paired_with": getattr(base.runner, "identity", None)}
+    key = {"identity": identity, "columns": lane.columns}
+    return Journal(journal_path(key, stream.tokens, stream.windows), stream.windows, len(lane.columns))
+
+
+def _collect(out: Evaluation, lane: Lane, base: Lane, stream: Stream, indices: list[int], seconds: float) -> None:
+    if lane.error is not None:
+        out.errors.append({"variant": lane.variant, "runner": lane.runner.name, "dataset": stream.label,
+                           "message": lane.error})
+        return
+    ev = out.suite.eval
+    windows = [stream.windows[i] for i in indices]
+    metrics = solo_metrics(lane.cols[:, : len(SOLO)], windows)
+    if lane.paired:
+        metrics |= paired_metrics(lane.cols, base.cols[:, 0], windows)
+    out.runs.append(summarize(
+        lane.cols[:, 0], windows, seconds=seconds, reused_tokens=lane.reused, metrics=metrics,
+        model=out.suite.model.source, variant=lane.variant, runner=lane.runner.name, dataset=stream.label,
+        split=stream.text.split, window=ev.window, stride=ev.stride, bos=ev.bos, max_tokens=ev.max_tokens,
+        tokens_in_stream=int(stream.tokens.shape[0]),
+    ))
+    key = (lane.variant, lane.runner.name, stream.label)
+    out.cols[key] = lane.cols
+    out.scored_windows[key] = indices
 
 
 def shard_indices(n_windows: int, shard: tuple[int, int] | None) -> list[int]:
     everything = list(range(n_windows))
     return everything if shard is None else shard_windows(everything, *shard)
-
-
-def run_one(runner: Runner, variant: str, stream: Stream, suite: Suite, progress: Progress,
-            resume: bool = True, indices: list[int] | None = None) -> tuple[RunResult, np.ndarray]:
-    ev = suite.eval
-    indices = list(range(len(stream.windows))) if indices is None else indices
-    windows = [stream.windows[i] for i in indices]
-    identity = getattr(runner, "identity", None)
-    journal = None
-    if resume and identity is not None:
-        journal = Journal(journal_path(identity, stream.tokens, stream.windows), stream.windows)
-    reused = sum(stream.windows[i].n_targets for i in indices if i in journal.done) if journal else 0
-    progress.start(f"{variant}/{runner.name} {stream.label}", sum(w.n_targets for w in windows))
-    start = time.perf_counter()
-    try:
-        nll = score_stream(runner, stream.tokens, stream.windows, progress.advance, journal, indices)
-    finally:
-        progress.stop()
-        if journal is not None:
-            journal.close()
-    result = summarize(
-        nll, windows, seconds=time.perf_counter() - start, reused_tokens=reused, model=suite.model.source,
-        variant=variant, runner=runner.name, dataset=stream.label, split=stream.text.split,
-        window=ev.window, stride=ev.stride, bos=ev.bos, max_tokens=ev.max_tokens,
-        tokens_in_stream=int(stream.tokens.shape[0]),
-    )
-    return result, nll
 
 
 def parity_stats(reference: Any, candidate: Any, stream: Stream, n_windows: int) -> dict[str, Any]:
