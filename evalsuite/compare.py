@@ -86,14 +86,42 @@ def variant_checks(doc: dict[str, Any], variant: str, ds: str, base_runner: str,
     base, run = find_run(doc, "base", base_runner, ds), find_run(doc, variant, "ort", ds)
     detail = "" if base and run else (error_for(doc, variant, ds) or "no result for this variant/dataset")
     ref = base["ppl"] if base else None
-    dppl = run["ppl"] - base["ppl"] if base and run else None
+    dppl, how = _dppl(base, run, limits.interval or "point")
+    detail = detail or how
     out = []
     if limits.max_abs_dppl is not None:
         out.append(make_check("abs_dppl", variant, ds, dppl, limits.max_abs_dppl, "max", ref, detail))
     if limits.max_rel_dppl is not None:
         rel = dppl / base["ppl"] if dppl is not None and base else None
         out.append(make_check("rel_dppl", variant, ds, rel, limits.max_rel_dppl, "max", ref, detail))
+    metrics = run.get("metrics", {}) if run else {}
+    base_metrics = base.get("metrics", {}) if base else {}
+    if limits.max_kld_mean is not None:
+        out.append(make_check("kld_mean", variant, ds, metrics.get("kld_mean"), limits.max_kld_mean, "max",
+                              None, detail))
+    if limits.min_same_top is not None:
+        out.append(make_check("same_top", variant, ds, metrics.get("same_top"), limits.min_same_top, "min",
+                              None, detail))
+    if limits.max_top1_drop is not None:
+        drop = (base_metrics["top1_acc"] - metrics["top1_acc"]
+                if "top1_acc" in metrics and "top1_acc" in base_metrics else None)
+        out.append(make_check("top1_drop", variant, ds, drop, limits.max_top1_drop, "max",
+                              base_metrics.get("top1_acc"), detail))
     return out
+
+
+def _dppl(base: dict[str, Any] | None, run: dict[str, Any] | None, interval: str) -> tuple[float | None, str]:
+    """ΔPPL to compare with the limits: the estimate, or a bound of its paired 95% interval."""
+    if not base or not run:
+        return None, ""
+    point = run["ppl"] - base["ppl"]
+    if interval == "point":
+        return point, ""
+    key = "dppl_ci95_low" if interval == "lower" else "dppl_ci95_high"
+    bound = run.get("metrics", {}).get(key)
+    if bound is None:
+        return None, f"no paired interval recorded for interval = '{interval}'"
+    return bound, f"{interval} bound of 95% CI (estimate {point:+.4g})"
 
 
 def parity_checks(doc: dict[str, Any], suite: Suite, ds: str) -> list[Check]:

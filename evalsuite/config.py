@@ -72,6 +72,13 @@ class Limits:
 
     max_abs_dppl: float | None = None  # PPL(variant) - PPL(ORT base), in PPL units
     max_rel_dppl: float | None = None  # (PPL(variant) - PPL(ORT base)) / PPL(ORT base)
+    max_kld_mean: float | None = None  # mean KL(base || variant) per token, nats
+    min_same_top: float | None = None  # share of tokens whose argmax matches the base's
+    max_top1_drop: float | None = None  # top-1 accuracy(base) - top-1 accuracy(variant), a fraction
+    # How ΔPPL checks use the paired 95% interval: "point" (default) compares the estimate;
+    # "lower" fails only when even the lower bound exceeds the limit (significant degradation);
+    # "upper" fails unless the upper bound is within the limit (strict: must be shown to pass).
+    interval: Literal["point", "lower", "upper"] | None = None
 
     def own(self) -> Limits:
         """Just the limit values (subclasses add nested tables)."""

@@ -146,26 +146,36 @@ def _hub_rows(spec: DatasetSpec, sp: SplitSpec) -> list[str]:
     return [str(r) for r in ds[spec.hub.column]]
 
 
-def tokenize(text: Text, tokenizer: Any, tokenizer_id: str, bos: bool) -> np.ndarray:
-    """Token ids (int64 [n]) of the whole text, BOS first when `bos`; cached on disk."""
-    key = key_of({"tokenizer": tokenizer_id, "text": text.sha256, "bos": bos, "v": 1})
-    path = cache_root() / "tokens" / f"{key}.npy"
+def tokenize(text: Text, tokenizer: Any, tokenizer_id: str, bos: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids (int64 [n]) of the whole text, BOS first when `bos`, and each token's end offset in
+    characters of the text (int64 [n]; 0 for BOS). Cached on disk."""
+    key = key_of({"tokenizer": tokenizer_id, "text": text.sha256, "bos": bos, "v": 2})
+    path = cache_root() / "tokens" / f"{key}.npz"
     if path.is_file():
-        return np.load(path).astype(np.int64)
-    ids = tokenizer(text.text, add_special_tokens=False, verbose=False)["input_ids"]
+        with np.load(path, allow_pickle=False) as z:
+            return z["ids"].astype(np.int64), z["ends"].astype(np.int64)
+    enc = tokenizer(text.text, add_special_tokens=False, verbose=False, return_offsets_mapping=True)
+    ids, ends = list(enc["input_ids"]), [end for _, end in enc["offset_mapping"]]
     if bos:
         if tokenizer.bos_token_id is None:
             raise ConfigError("bos = true but the tokenizer has no BOS token; set bos = false")
-        ids = [tokenizer.bos_token_id, *ids]
-    arr = np.asarray(ids, dtype=np.int32)
-    buf = _npy_bytes(arr)
-    atomic_write_bytes(path, buf)
-    return arr.astype(np.int64)
+        ids, ends = [tokenizer.bos_token_id, *ids], [0, *ends]
+    arrays = {"ids": np.asarray(ids, dtype=np.int32), "ends": np.asarray(ends, dtype=np.int64)}
+    atomic_write_bytes(path, _npz_bytes(arrays))
+    return arrays["ids"].astype(np.int64), arrays["ends"]
 
 
-def _npy_bytes(arr: np.ndarray) -> bytes:
+def span_counts(text: str, ends: np.ndarray, first_target: int, n_tokens: int) -> tuple[int, int]:
+    """(words, UTF-8 bytes) of the text the scored targets cover: from the end of the last
+    context-only token to the end of target n_tokens-1. Words are whitespace-separated runs
+    (lm-evaluation-harness counts `re.split(r"\\s+", doc)` over the document)."""
+    span = text[int(ends[first_target - 1]) : int(ends[n_tokens - 1])]
+    return len(span.split()), len(span.encode("utf-8"))
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     import io
 
     out = io.BytesIO()
-    np.save(out, arr, allow_pickle=False)
+    np.savez(out, allow_pickle=False, **arrays)  # type: ignore[arg-type]
     return out.getvalue()

@@ -13,7 +13,7 @@ import numpy as np
 
 from .errors import DataError
 from .evaluate import summarize
-from .metrics import paired_metrics, solo_metrics
+from .metrics import paired_metrics, solo_metrics, unit_metrics
 from .tokenstats import SOLO
 from .windows import Window, plan_windows
 
@@ -35,6 +35,9 @@ def merge(docs: list[dict[str, Any]]) -> dict[str, Any]:
         if variant != "base" and base is not None:
             metrics |= paired_metrics(cols, base[0][:, 0], windows)
         meta = {k: parts[0][k] for k in RUN_META}
+        units = parts[0].get("metrics", {})
+        if "words" in units:
+            metrics |= unit_metrics(float(np.nansum(cols[:, 0])), int(units["words"]), int(units["bytes"]))
         runs.append(summarize(cols[:, 0], windows, seconds=sum(p["seconds"] for p in parts),
                               reused_tokens=sum(p.get("reused_tokens", 0) for p in parts),
                               metrics=metrics, **meta).to_json())

@@ -53,6 +53,18 @@ def solo_metrics(cols: np.ndarray, windows: list[Window]) -> dict[str, float]:
     }
 
 
+def unit_metrics(nll_sum: float, words: int, nbytes: int) -> dict[str, float]:
+    """Tokenizer-independent units (lm-evaluation-harness definitions): word and byte perplexity,
+    bits per byte. `words`/`nbytes` count the original text the scored tokens cover."""
+    out = {"words": float(words), "bytes": float(nbytes)}
+    if words > 0:
+        out["word_ppl"] = math.exp(nll_sum / words)
+    if nbytes > 0:
+        out["byte_ppl"] = math.exp(nll_sum / nbytes)
+        out["bits_per_byte"] = nll_sum / nbytes / math.log(2)
+    return out
+
+
 def paired_metrics(cols: np.ndarray, base_nll: np.ndarray, windows: list[Window]) -> dict[str, float]:
     """Distribution metrics of a variant against the base it was paired with, plus ΔPPL intervals."""
     scored = np.concatenate([cols[w.first_target : w.end] for w in windows])

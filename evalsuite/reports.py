@@ -14,16 +14,19 @@ NAMES = {
     "parity_max_abs_dlogit": "ORT vs torch max |Δlogit|",
     "parity_top1_agree": "ORT vs torch top-1 agree",
     "baseline_rel_regression": "vs baseline ΔPPL %",
+    "kld_mean": "KLD mean (nats)",
+    "same_top": "same top token",
+    "top1_drop": "top-1 acc drop",
     "scoring": "scoring",
 }
-PERCENT = {"rel_dppl", "parity_rel_dppl", "baseline_rel_regression", "parity_top1_agree"}
+PERCENT = {"rel_dppl", "parity_rel_dppl", "baseline_rel_regression", "parity_top1_agree", "same_top", "top1_drop"}
 
 
 def fmt(name: str, value: float | None) -> str:
     if value is None:
         return "—"
     if name in PERCENT:
-        return f"{100 * value:+.4g}%" if name != "parity_top1_agree" else f"{100 * value:.2f}%"
+        return f"{100 * value:.2f}%" if name in ("parity_top1_agree", "same_top") else f"{100 * value:+.4g}%"
     return f"{value:+.4g}" if name.endswith("dppl") else f"{value:.4g}"
 
 

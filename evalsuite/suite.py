@@ -16,7 +16,7 @@ from .config import Suite
 from .errors import DataError, ModelError, ScoringError
 from .evaluate import Lane, Runner, RunResult, new_lane, score_lanes, summarize
 from .journal import Journal, journal_path
-from .metrics import paired_metrics, solo_metrics
+from .metrics import paired_metrics, solo_metrics, unit_metrics
 from .quiet import quiet_transformers
 from .tokenstats import SOLO
 from .windows import Window, check_policy, plan_windows, shard_windows
@@ -48,6 +48,8 @@ class Stream:
     text: data.Text
     tokens: np.ndarray  # int64 [n]
     windows: list[Window]
+    words: int  # whitespace words of the text the scored targets cover
+    bytes: int  # UTF-8 bytes of that text
 
     @property
     def label(self) -> str:
@@ -68,13 +70,15 @@ def load_streams(suite: Suite, source: model_source.ModelSource, texts: list[dat
     tokenizer = AutoTokenizer.from_pretrained(source.path)
     streams = []
     for text in texts:
-        tokens = data.tokenize(text, tokenizer, source.tokenizer_id, ev.bos)
+        tokens, ends = data.tokenize(text, tokenizer, source.tokenizer_id, ev.bos)
         if ev.max_tokens is not None:
             tokens = tokens[: ev.max_tokens]
-        if tokens.shape[0] < 2:
-            raise DataError(f"dataset '{text.dataset}' has {tokens.shape[0]} token(s) after --max-tokens; "
+        n = int(tokens.shape[0])
+        if n < 2:
+            raise DataError(f"dataset '{text.dataset}' has {n} token(s) after --max-tokens; "
                             "at least 2 are needed")
-        streams.append(Stream(text, tokens, plan_windows(int(tokens.shape[0]), ev.window, ev.stride)))
+        words, nbytes = data.span_counts(text.text, ends, 1, n)
+        streams.append(Stream(text, tokens, plan_windows(n, ev.window, ev.stride), words, nbytes))
     return streams
 
 
@@ -224,6 +228,10 @@ def _collect(out: Evaluation, lane: Lane, base: Lane, stream: Stream, indices: l
     ev = out.suite.eval
     windows = [stream.windows[i] for i in indices]
     metrics = solo_metrics(lane.cols[:, : len(SOLO)], windows)
+    if out.shard is None:  # word/byte units need the whole scored span; merge adds them for shards
+        metrics |= unit_metrics(float(np.nansum(lane.cols[:, 0])), stream.words, stream.bytes)
+    else:
+        metrics |= {"words": float(stream.words), "bytes": float(stream.bytes)}
     if lane.paired:
         metrics |= paired_metrics(lane.cols, base.cols[:, 0], windows)
     out.runs.append(summarize(

@@ -73,11 +73,25 @@ def test_token_cache(tiny_llama_dir: Path, tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv("EVALSUITE_CACHE", str(tmp_path))
     tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
     text = data.Text("x", "test", "the quick brown fox", "abc", "test")
-    first = data.tokenize(text, tok, "tok-1", bos=False)
+    first, ends = data.tokenize(text, tok, "tok-1", bos=False)
     assert first.tolist() == tok("the quick brown fox", add_special_tokens=False)["input_ids"]
-    assert len(list((tmp_path / "tokens").glob("*.npy"))) == 1
-    again = data.tokenize(text, tok, "tok-1", bos=False)
-    assert again.tolist() == first.tolist()
-    with_bos = data.tokenize(text, tok, "tok-1", bos=True)
-    assert with_bos.tolist() == [tok.bos_token_id, *first.tolist()]
-    assert len(list((tmp_path / "tokens").glob("*.npy"))) == 2
+    assert ends[-1] == len("the quick brown fox")
+    assert len(list((tmp_path / "tokens").glob("*.npz"))) == 1
+    again, ends_again = data.tokenize(text, tok, "tok-1", bos=False)
+    assert again.tolist() == first.tolist() and ends_again.tolist() == ends.tolist()
+    with_bos, bos_ends = data.tokenize(text, tok, "tok-1", bos=True)
+    assert with_bos.tolist() == [tok.bos_token_id, *first.tolist()] and bos_ends[0] == 0
+    assert len(list((tmp_path / "tokens").glob("*.npz"))) == 2
+
+
+def test_word_and_byte_counts_of_scored_span() -> None:
+    import numpy as np
+
+    text = "héllo wörld  foo\nbar"
+    # tokens: "hé" "llo" " wörld" "  foo" "\nbar"  (end offsets in characters)
+    ends = np.array([2, 5, 11, 16, 20])
+    # token 0 is context only: the scored span is text[2:20] = "llo wörld  foo\nbar"
+    assert data.span_counts(text, ends, 1, 5) == (4, len("llo wörld  foo\nbar".encode()))
+    # with BOS first (end offset 0) the whole text is scored
+    assert data.span_counts(text, np.array([0, *ends]), 1, 6) == (4, len(text.encode()))
+    assert data.span_counts(text, ends, 1, 3) == (2, len("llo wörld".encode()))
