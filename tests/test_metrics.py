@@ -1,0 +1,105 @@
+"""Distribution metrics and uncertainty: KL, same-top, streaming vs full-logits, CI coverage."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evalsuite.evaluate import new_lane, score_lanes
+from evalsuite.metrics import nll_se, paired_interval, paired_metrics, solo_metrics
+from evalsuite.tokenstats import PAIRED, paired_stats, solo_stats
+from evalsuite.windows import plan_windows
+
+
+def test_model_against_itself() -> None:
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, size=(50, 300)).astype(np.float32)
+    targets = rng.integers(0, 300, 50)
+    cols = paired_stats(logits, logits, targets)
+    assert np.all(cols[:, PAIRED.index("kl")] == 0.0)
+    assert np.all(cols[:, PAIRED.index("same_top")] == 1.0)
+    assert np.all(cols[:, PAIRED.index("dp")] == 0.0)
+    np.testing.assert_array_equal(cols[:, :3], solo_stats(logits, targets))
+
+
+def test_top_k_columns() -> None:
+    logits = np.array([[0.0, 5.0, 1.0, 2.0, 3.0, 4.0, -1.0]], dtype=np.float32)
+    assert solo_stats(logits, np.array([1]))[0, 1:].tolist() == [1.0, 1.0]  # argmax
+    assert solo_stats(logits, np.array([3]))[0, 1:].tolist() == [0.0, 1.0]  # rank 3
+    assert solo_stats(logits, np.array([0]))[0, 1:].tolist() == [0.0, 0.0]  # rank 6
+
+
+class Perturbed:
+    """A runner whose logits are another's plus fixed noise: a stand-in for a quantized variant."""
+
+    name = "noisy"
+    identity = None
+
+    def __init__(self, inner: object, scale: float) -> None:
+        self.inner, self.scale = inner, scale
+        self.vocab_size = inner.vocab_size  # type: ignore[attr-defined]
+
+    def logits(self, input_ids: np.ndarray, k: int) -> np.ndarray:
+        base = self.inner.logits(input_ids, k)  # type: ignore[attr-defined]
+        rng = np.random.default_rng(int(input_ids.sum()))
+        return base + rng.normal(0, self.scale, size=base.shape).astype(np.float32)
+
+
+def test_streaming_kl_matches_full_logits(tiny_llama_dir: Path) -> None:
+    """Window-by-window KL from score_lanes == KL from each window's full stored logits (fp64)."""
+    from evalsuite.torch_runner import TorchRunner
+
+    base = TorchRunner(tiny_llama_dir)
+    noisy = Perturbed(base, 0.5)
+    tokens = np.random.default_rng(3).integers(0, 300, 400)
+    windows = plan_windows(400, 96, 40)
+    lanes = [new_lane(base, "base", False, 400), new_lane(noisy, "noisy", True, 400)]
+    score_lanes(lanes, tokens, windows, list(range(len(windows))))
+    want = np.full(400, np.nan)
+    for w in windows:  # the reference keeps the whole window's logits
+        inputs = tokens[w.start : w.end - 1]
+        lb = base.logits(inputs, w.n_targets).astype(np.float64)
+        lv = noisy.logits(inputs, w.n_targets).astype(np.float64)
+        lb -= np.log(np.exp(lb - lb.max(1, keepdims=True)).sum(1, keepdims=True)) + lb.max(1, keepdims=True)
+        lv -= np.log(np.exp(lv - lv.max(1, keepdims=True)).sum(1, keepdims=True)) + lv.max(1, keepdims=True)
+        want[w.first_target : w.end] = (np.exp(lb) * (lb - lv)).sum(1)
+    got = lanes[1].cols[:, PAIRED.index("kl")]
+    np.testing.assert_allclose(got[1:], want[1:], rtol=1e-9, atol=1e-12)  # same math, float64
+    assert got[1:].mean() > 0.01
+    metrics = paired_metrics(lanes[1].cols, lanes[0].cols[:, 0], windows)
+    assert metrics["kld_mean"] == pytest.approx(float(np.mean(want[1:])))
+    assert 0.0 < metrics["same_top"] < 1.0
+
+
+def test_paired_interval_covers_true_difference() -> None:
+    """Synthetic windows with a known true ln-PPL ratio of 0.05: the 95% interval covers it ~95%."""
+    rng = np.random.default_rng(0)
+    windows = plan_windows(50 * 32 + 1, 32, 32)  # 50 windows of 32 targets
+    n = windows[-1].end
+    hits = 0
+    reps = 120
+    for _ in range(reps):
+        level = rng.normal(3.0, 0.5, size=len(windows))  # windows differ in difficulty
+        base = np.full(n, np.nan)
+        for w, mu in zip(windows, level, strict=True):
+            base[w.first_target : w.end] = rng.normal(mu, 1.0, size=w.n_targets)
+        variant = base + 0.05 + rng.normal(0, 0.2, size=n)  # true mean shift 0.05 nats
+        ci = paired_interval(variant, base, windows)
+        hits += ci["ln_ratio_ci95_low"] <= 0.05 <= ci["ln_ratio_ci95_high"]
+    assert 0.85 <= hits / reps <= 1.0
+
+
+def test_standard_error_and_accuracy() -> None:
+    windows = plan_windows(201, 50, 50)
+    cols = np.full((201, 3), np.nan)
+    cols[1:, 0] = 2.0
+    cols[1:, 1] = np.arange(200) % 2  # top-1 right half the time
+    cols[1:, 2] = 1.0
+    m = solo_metrics(cols, windows)
+    assert m["nll_se"] == 0.0 and m["ppl_ci95_low"] == m["ppl_ci95_high"] == pytest.approx(math.exp(2.0))
+    assert (m["top1_acc"], m["top5_acc"]) == (0.5, 1.0)
+    noisy = cols[:, 0] + np.random.default_rng(1).normal(0, 1, 201)
+    assert nll_se(noisy, windows) > 0
