@@ -160,9 +160,9 @@ def tokenize(text: Text, tokenizer: Any, tokenizer_id: str, bos: bool) -> tuple[
         if tokenizer.bos_token_id is None:
             raise ConfigError("bos = true but the tokenizer has no BOS token; set bos = false")
         ids, ends = [tokenizer.bos_token_id, *ids], [0, *ends]
-    arrays = {"ids": np.asarray(ids, dtype=np.int32), "ends": np.asarray(ends, dtype=np.int64)}
-    atomic_write_bytes(path, _npz_bytes(arrays))
-    return arrays["ids"].astype(np.int64), arrays["ends"]
+    id_arr, end_arr = np.asarray(ids, dtype=np.int32), np.asarray(ends, dtype=np.int64)
+    atomic_write_bytes(path, _npz_bytes({"ids": id_arr, "ends": end_arr}))
+    return id_arr.astype(np.int64), end_arr
 
 
 def span_counts(text: str, ends: np.ndarray, first_target: int, n_tokens: int) -> tuple[int, int]:
@@ -177,5 +177,5 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     import io
 
     out = io.BytesIO()
-    np.savez(out, allow_pickle=False, **arrays)  # type: ignore[arg-type]
+    np.savez(out, allow_pickle=False, **arrays)
     return out.getvalue()
