@@ -63,6 +63,7 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json-out", type=Path, help="write the results JSON here")
     p.add_argument("--shard", type=parse_shard, metavar="I/N",
                    help="score only windows I, I+N, I+2N, ... (0-based); combine with 'evalsuite merge'")
+    p.add_argument("--plot", type=Path, metavar="DIR", help="write PNG plots (ΔNLL along the text, KLD) here")
     p.add_argument("--fresh", action="store_true",
                    help="ignore per-window results stored by earlier (interrupted or identical) runs")
     p.add_argument("--reference", type=Path,
@@ -112,6 +113,10 @@ def score(args: argparse.Namespace, suite: Any) -> dict[str, Any]:
     for err in evaluation.errors:
         print(f"evalsuite: {err['variant']}/{err['runner']}: {err['message']}", file=sys.stderr)
     doc = results.to_document(evaluation)
+    if getattr(args, "plot", None) is not None:
+        from .plots import write_plots
+
+        doc["plots"] = [str(p) for p in write_plots(evaluation, args.plot)]
     if reference is not None:
         Console().print(report.reference_table(reference, doc))
     return doc

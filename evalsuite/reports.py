@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from typing import Any
 
 from .compare import Check
@@ -57,6 +58,8 @@ def markdown(doc: dict[str, Any], checks: list[Check]) -> str:
         result = "PASS" if c.passed else f"**FAIL**{' — ' + c.detail if c.detail else ''}"
         lines.append(f"| {NAMES.get(c.name, c.name)} | {c.variant} | {c.dataset} | {fmt(c.name, c.value)} | "
                      f"{bound(c)} | {result} |")
+    for plot in doc.get("plots", []):
+        lines += ["", f"![{Path(plot).stem}]({plot})"]
     pol = doc.get("policy", {})
     lines += ["", f"Window {pol.get('window')}, stride {pol.get('stride')}, BOS {pol.get('bos')}, "
                   f"max tokens {pol.get('max_tokens')}."]

@@ -1,0 +1,73 @@
+"""PNG plots for people who would rather look than read (matplotlib, headless Agg backend).
+
+- `dnll_<dataset>.png`: per-window mean NLL of each variant minus the base's, along the text.
+- `kld_<dataset>.png`: the distribution of per-token KL(base || variant), log-scaled, per variant.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .tokenstats import PAIRED
+
+
+def write_plots(ev: Any, folder: Path) -> list[Path]:
+    """Plots for every dataset that has a paired variant; returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for ds in sorted({key[2] for key in ev.cols}):
+        base = ev.cols.get(("base", "ort", ds))
+        variants = {k[0]: c for k, c in ev.cols.items() if k[2] == ds and k[0] != "base" and k[1] == "ort"}
+        if base is None or not variants:
+            continue
+        windows = [w for w in _windows(ev, ds)]
+        written.append(_dnll_plot(folder / f"dnll_{ds.replace(':', '_')}.png", ds, base, variants, windows))
+        written.append(_kld_plot(folder / f"kld_{ds.replace(':', '_')}.png", ds, variants))
+    return written
+
+
+def _windows(ev: Any, ds: str) -> list[Any]:
+    from .windows import plan_windows
+
+    run = next(r for r in ev.runs if r.dataset == ds)
+    plan = plan_windows(run.tokens_in_stream, run.window, run.stride)
+    return [plan[i] for i in ev.scored_windows[("base", "ort", ds)]]
+
+
+def _dnll_plot(path: Path, ds: str, base: np.ndarray, variants: dict[str, np.ndarray], windows: list[Any]) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 3.5), dpi=110)
+    x = [w.first_target for w in windows]
+    for name, cols in variants.items():
+        d = [float(np.mean(cols[w.first_target : w.end, 0] - base[w.first_target : w.end, 0])) for w in windows]
+        ax.plot(x, d, lw=1.0, label=name)
+    ax.axhline(0.0, color="black", lw=0.6)
+    ax.set(title=f"{ds}: per-window ΔNLL vs base (nats/token)", xlabel="token position", ylabel="ΔNLL")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _kld_plot(path: Path, ds: str, variants: dict[str, np.ndarray]) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 3.5), dpi=110)
+    k = PAIRED.index("kl")
+    for name, cols in variants.items():
+        kl = cols[:, k][np.isfinite(cols[:, k])]
+        ax.hist(np.log10(np.maximum(kl, 1e-8)), bins=80, histtype="step", label=f"{name} (mean {kl.mean():.4f})")
+    ax.set(title=f"{ds}: per-token KL(base || variant)", xlabel="log10 KLD (nats)", ylabel="tokens")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
