@@ -100,16 +100,15 @@ def suite_from_args(args: argparse.Namespace) -> Any:
 
 def score(args: argparse.Namespace, suite: Any) -> dict[str, Any]:
     """Run the suite and return the results document (printing the PPL table)."""
-    from rich.console import Console
 
     from . import data, report, results
     from .suite import evaluate
 
     data_dir = data.resolve_data_dir(args.data_dir)
     reference = results.read(args.reference, "reference") if args.reference else None
-    evaluation = evaluate(suite, data_dir, report.RichProgress(Console(stderr=True)), resume=not args.fresh,
+    evaluation = evaluate(suite, data_dir, report.RichProgress(report.console(stderr=True)), resume=not args.fresh,
                           shard=args.shard)
-    report.print_results(Console(), evaluation.runs)
+    report.print_results(report.console(), evaluation.runs)
     for err in evaluation.errors:
         print(f"evalsuite: {err['variant']}/{err['runner']}: {err['message']}", file=sys.stderr)
     doc = results.to_document(evaluation)
@@ -118,7 +117,7 @@ def score(args: argparse.Namespace, suite: Any) -> dict[str, Any]:
 
         doc["plots"] = [str(p) for p in write_plots(evaluation, args.plot)]
     if reference is not None:
-        Console().print(report.reference_table(reference, doc))
+        report.console().print(report.reference_table(reference, doc))
     return doc
 
 
@@ -136,7 +135,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    from rich.console import Console
 
     from . import compare, report, reports, results
 
@@ -151,7 +149,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     if baseline is not None and baseline_path is not None:
         checks += compare.baseline_checks(doc, baseline, suite.baseline.max_rel_regression, baseline_path.name)
     doc = {**doc, "checks": [c.to_json() for c in checks], "passed": compare.verdict(checks)}
-    console = Console()
+    console = report.console()
     if doc.get("variants"):
         console.print(report.quality_table(doc, checks))
     console.print(report.checks_table(checks))
@@ -178,7 +176,6 @@ def write_gate_outputs(args: argparse.Namespace, doc: dict[str, Any], checks: li
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from rich.console import Console
 
     from . import merge, report, results
     from .evaluate import RunResult
@@ -186,7 +183,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     check_writable(args.json_out)
     doc = merge.merge([results.read(p, "shard") for p in args.shards])
     results.write(args.json_out, doc)
-    Console().print(report.results_table([RunResult(**r) for r in doc["runs"]]))
+    report.console().print(report.results_table([RunResult(**r) for r in doc["runs"]]))
     return 1 if doc["errors"] else 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from rich.console import Console
@@ -17,6 +18,12 @@ from rich.progress import (
 from rich.table import Table
 
 from .evaluate import RunResult
+
+
+def console(stderr: bool = False) -> Console:
+    """A console that keeps tables readable when output is piped (CI logs): 160 columns."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else 160)
 
 
 class RichProgress:

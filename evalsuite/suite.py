@@ -50,6 +50,7 @@ class Stream:
     windows: list[Window]
     words: int  # whitespace words of the text the scored targets cover
     bytes: int  # UTF-8 bytes of that text
+    tokenizer_vocab: int  # len(tokenizer): every runner must output at least this many logits
 
     @property
     def label(self) -> str:
@@ -78,7 +79,7 @@ def load_streams(suite: Suite, source: model_source.ModelSource, texts: list[dat
             raise DataError(f"dataset '{text.dataset}' has {n} token(s) after --max-tokens; "
                             "at least 2 are needed")
         words, nbytes = data.span_counts(text.text, ends, 1, n)
-        streams.append(Stream(text, tokens, plan_windows(n, ev.window, ev.stride), words, nbytes))
+        streams.append(Stream(text, tokens, plan_windows(n, ev.window, ev.stride), words, nbytes, len(tokenizer)))
     return streams
 
 
@@ -114,17 +115,18 @@ def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = No
     ev = suite.eval
     reference = None
     if "torch" in ev.runners:
-        reference = _guarded(out, "base", "torch", lambda: _torch_runner(suite, source))
+        reference = _guarded(out, "base", "torch", lambda: _checked(_torch_runner(suite, source), streams))
         if reference is not None:
             _score_group(out, [("base", reference)], streams, progress)
     if "ort" in ev.runners:
-        ort = _guarded(out, "base", "ort", lambda: _ort_runner(suite, build_base_onnx(source)))
+        ort = _guarded(out, "base", "ort", lambda: _checked(_ort_runner(suite, build_base_onnx(source)), streams))
         if reference is not None and ort is not None and (shard is None or shard[0] == 0):
             out.parity = [parity_stats(reference, ort, s, suite.parity.sample_windows) for s in streams]
         del reference
         group = [("base", ort)] if ort is not None else []
         for variant in suite.variants:
-            runner = _guarded(out, variant.name, "ort", lambda v=variant: _variant_runner(suite, source, v, out))
+            runner = _guarded(out, variant.name, "ort",
+                              lambda v=variant: _checked(_variant_runner(suite, source, v, out), streams))
             if runner is not None:
                 group.append((variant.name, runner))
         if ort is not None:
@@ -133,6 +135,15 @@ def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = No
         out.errors.append({"variant": "*", "runner": "ort", "dataset": None,
                            "message": "variants need the 'ort' runner; add it to [eval] runners"})
     return out
+
+
+def _checked(runner: Runner, streams: list[Stream]) -> Runner:
+    """Refuse a runner whose logits are narrower than the tokenizer's vocabulary."""
+    need = max(s.tokenizer_vocab for s in streams)
+    if runner.vocab_size < need:
+        raise ModelError(f"the {runner.name} model outputs {runner.vocab_size} logits but the tokenizer has "
+                         f"{need} tokens; the model and tokenizer do not belong together")
+    return runner
 
 
 def build_base_onnx(source: model_source.ModelSource) -> Path:

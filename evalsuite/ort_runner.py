@@ -1,0 +1,120 @@
+"""ONNX Runtime runner: `InferenceSession` over one window at a time, returning per-position logits.
+
+Inputs are discovered from the session: `input_ids` [1, m] int64, `attention_mask` [1, m] (no past),
+`position_ids` [1, m] when present, and every `past_key_values.N.key/value` fed empty
+[1, kv_heads, 0, head_size] in the session's dtype (head size from `genai_config.json` when the
+graph leaves it symbolic). Only `logits` ([1, m, V]) is fetched, not the present.* KV outputs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ModelError, ScoringError, UsageError
+from .onnx_export import check_external_data, resolve_onnx
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "dml": "DmlExecutionProvider"}
+PROVIDER_PACKAGES = {"CUDAExecutionProvider": "onnxruntime-gpu", "DmlExecutionProvider": "onnxruntime-directml"}
+DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(bfloat16)": np.float32}
+
+
+def session_options(threads: int | None) -> Any:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    if threads:
+        so.intra_op_num_threads = threads
+    return so
+
+
+def provider_name(provider: str) -> str:
+    import onnxruntime as ort
+
+    name = PROVIDERS.get(provider.lower(), provider)
+    if name not in ort.get_available_providers():
+        package = PROVIDER_PACKAGES.get(name, "a matching onnxruntime build")
+        raise UsageError(f"execution provider {name} is not available in this onnxruntime "
+                         f"({', '.join(ort.get_available_providers())}); install {package} or use --provider cpu")
+    return name
+
+
+class OrtRunner:
+    name = "ort"
+    identity: dict[str, Any] | None = None
+
+    def __init__(self, model_dir: Path, provider: str = "cpu", threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        self.model = resolve_onnx(Path(model_dir))
+        check_external_data(self.model)
+        try:
+            self.session = ort.InferenceSession(str(self.model), session_options(threads),
+                                                providers=[provider_name(provider)])
+        except (UsageError, ModelError):
+            raise
+        except Exception as err:
+            raise ModelError(f"ONNX Runtime cannot load {self.model}: {str(err).splitlines()[0][:240]}; "
+                             "rebuild the model or check the onnxruntime version") from None
+        self.feeds_spec = self._discover()
+        self.vocab_size = self._probe()
+
+    def _discover(self) -> dict[str, Any]:
+        names = {i.name: i for i in self.session.get_inputs()}
+        outs = [o.name for o in self.session.get_outputs()]
+        if "logits" not in outs:
+            raise ModelError(f"{self.model.name} has no 'logits' output (outputs: {', '.join(outs[:4])}); it was "
+                             "built without the language-model head (exclude_lm_head); rebuild it with the head")
+        if "input_ids" not in names:
+            raise ModelError(f"{self.model.name} has no 'input_ids' input; give a decoder-only language model")
+        past = {n: i for n, i in names.items() if n.startswith("past_key_values.")}
+        head = self._head_size()
+        kv = {n: (int(i.shape[1]), i.shape[3] if isinstance(i.shape[3], int) else head, DTYPES.get(i.type))
+              for n, i in past.items()}
+        if any(h is None or d is None for _, h, d in kv.values()):
+            raise ModelError(f"{self.model.name}: cannot tell the KV cache head size or dtype; add genai_config.json")
+        return {"mask": "attention_mask" in names, "position_ids": "position_ids" in names, "past": kv}
+
+    def _head_size(self) -> int | None:
+        cfg = self.model.parent / "genai_config.json"
+        if not cfg.is_file():
+            return None
+        decoder = json.loads(cfg.read_text()).get("model", {}).get("decoder", {})
+        return decoder.get("head_size")
+
+    def feeds(self, input_ids: np.ndarray) -> dict[str, np.ndarray]:
+        """ONNX Runtime inputs for one window of token ids (int64 [m]), no KV cache."""
+        m = int(input_ids.shape[0])
+        feeds = {"input_ids": np.ascontiguousarray(input_ids, dtype=np.int64).reshape(1, m)}
+        if self.feeds_spec["mask"]:
+            feeds["attention_mask"] = np.ones((1, m), dtype=np.int64)
+        if self.feeds_spec["position_ids"]:
+            feeds["position_ids"] = np.arange(m, dtype=np.int64).reshape(1, m)
+        for name, (heads, head_size, dtype) in self.feeds_spec["past"].items():
+            feeds[name] = np.zeros((1, heads, 0, head_size), dtype=dtype)
+        return feeds
+
+    def _probe(self) -> int:
+        """Run 3 tokens once: the model must return logits for every position."""
+        out = self.session.run(["logits"], self.feeds(np.array([1, 2, 3], dtype=np.int64)))[0]
+        if out.ndim != 3 or out.shape[1] != 3:
+            raise ModelError(f"{self.model.name} returns logits of shape {list(out.shape)} for 3 tokens, not one row "
+                             "per position (lm_head pruned to the last token?); rebuild without prune_lm_head")
+        return int(out.shape[2])
+
+    def logits(self, input_ids: np.ndarray, k: int) -> np.ndarray:
+        """input_ids int64 [m] -> float32 logits [k, V] of the last k positions."""
+        out = self.session.run(["logits"], self.feeds(input_ids))[0]
+        if out.shape[1] != input_ids.shape[0]:
+            raise ScoringError(f"model returned logits for {out.shape[1]} of {input_ids.shape[0]} positions")
+        return np.asarray(out[0, -k:], dtype=np.float32)
+
+    def check_vocab(self, tokenizer_vocab: int) -> None:
+        if self.vocab_size < tokenizer_vocab:
+            raise ModelError(f"{self.model.name} outputs {self.vocab_size} logits but the tokenizer has "
+                             f"{tokenizer_vocab} tokens; the ONNX model and tokenizer do not belong together")
