@@ -18,7 +18,8 @@ RunnerName = Literal["torch", "ort"]
 
 @dataclass(frozen=True)
 class ModelCfg:
-    source: str = DEFAULT_MODEL
+    source: str = DEFAULT_MODEL  # HF folder, .gguf, hub id: weights for torch, tokenizer for all
+    onnx: str | None = None  # an existing ONNX folder to score as the ORT base (default: build one)
     trust_remote_code: bool = False
 
 
@@ -58,12 +59,17 @@ class Calibration:
 @dataclass(frozen=True)
 class VariantCfg:
     name: str
-    method: Literal["rtn", "awq"]
+    method: Literal["rtn", "awq", "onnx"]  # onnx: an existing quantized ONNX folder given by `path`
+    path: str | None = None
     bits: Literal[4] = 4
     block_size: Literal[16, 32, 64, 128, 256] = 32
     accuracy_level: Literal[0, 1, 2, 3, 4] = 4
     lm_head: Literal["quantize", "exclude"] = "quantize"
     calibration: Calibration = field(default_factory=Calibration)
+
+    def __post_init__(self) -> None:
+        if (self.method == "onnx") != (self.path is not None):
+            raise ValueError(f"variant '{self.name}': give `path` exactly when method = 'onnx'")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ window (KL, Δp, same top token) before both are dropped, so no full-vocabulary 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
@@ -65,6 +66,7 @@ class Lane:
     journal: Journal | None = None
     error: str | None = None
     reused: int = 0
+    seconds: float = 0.0  # time in this lane's runner and statistics (not the shared base logits)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -99,12 +101,15 @@ def _score_window(base: Lane, todo: list[Lane], tokens: np.ndarray, w: Window, i
     inputs, targets = tokens[w.start : w.end - 1], tokens[w.first_target : w.end]
     base_logits = None
     if base in todo or any(lane.paired for lane in todo):
+        start = time.perf_counter()
         base_logits = _logits(base, inputs, w, i)
+        base.seconds += time.perf_counter() - start
         if base_logits is None:  # base failed: nothing can be compared with it
             for lane in todo:
                 lane.error = lane.error or f"base failed: {base.error}"
             return
     for lane in todo:
+        start = time.perf_counter()
         logits = base_logits if lane is base else _logits(lane, inputs, w, i)
         if logits is None:
             continue
@@ -118,6 +123,7 @@ def _score_window(base: Lane, todo: list[Lane], tokens: np.ndarray, w: Window, i
             lane.error = f"{_where(lane, w, i)}: {err}"
             continue
         lane.cols[w.first_target : w.end] = vals
+        lane.seconds += time.perf_counter() - start
         if lane.journal is not None:
             lane.journal.append(i, vals.reshape(-1))
 

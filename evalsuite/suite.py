@@ -112,6 +112,7 @@ def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = No
     source = model_source.resolve(suite.model.source, suite.model.trust_remote_code)
     streams = load_streams(suite, source, texts)
     out = Evaluation(suite, provenance=provenance(source, streams), resume=resume, shard=shard)
+    out.provenance["data_dir"] = str(data_dir) if data_dir else None
     ev = suite.eval
     reference = None
     if "torch" in ev.runners:
@@ -119,7 +120,8 @@ def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = No
         if reference is not None:
             _score_group(out, [("base", reference)], streams, progress)
     if "ort" in ev.runners:
-        ort = _guarded(out, "base", "ort", lambda: _checked(_ort_runner(suite, build_base_onnx(source)), streams))
+        ort = _guarded(out, "base", "ort",
+                       lambda: _checked(_ort_runner(suite, build_base_onnx(suite, source)), streams))
         if reference is not None and ort is not None and (shard is None or shard[0] == 0):
             out.parity = [parity_stats(reference, ort, s, suite.parity.sample_windows) for s in streams]
         del reference
@@ -146,9 +148,12 @@ def _checked(runner: Runner, streams: list[Stream]) -> Runner:
     return runner
 
 
-def build_base_onnx(source: model_source.ModelSource) -> Path:
+def build_base_onnx(suite: Suite, source: model_source.ModelSource) -> Path:
+    """The ORT base: the configured existing ONNX folder, else an fp32 build of the source."""
     from .onnx_export import build_onnx
 
+    if suite.model.onnx:
+        return Path(suite.model.onnx).expanduser()
     return build_onnx(source.path, "fp32")
 
 
@@ -216,9 +221,10 @@ def _score_group(out: Evaluation, group: list[tuple[str, Runner]], streams: list
             for lane in lanes:
                 if lane.journal is not None:
                     lane.journal.close()
-        seconds = time.perf_counter() - start
+        wall = time.perf_counter() - start
+        out.provenance.setdefault("wall_seconds", {})[f"{names} · {stream.label}"] = round(wall, 3)
         for lane in lanes:
-            _collect(out, lane, lanes[0], stream, indices, seconds)
+            _collect(out, lane, lanes[0], stream, indices, lane.seconds)
 
 
 def _journal(lane: Lane, base: Lane, stream: Stream) -> Journal | None:

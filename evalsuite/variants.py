@@ -1,0 +1,55 @@
+"""Quantized variants as ONNX folders: built on demand (RTN, AWQ) or given (an existing folder).
+
+RTN: the model builder's int4 MatMulNBits quantization of the fp32 HF folder (symmetric; block size
+and accuracy level from the config; lm_head quantized or excluded). AWQ: `awq.py` searches scales
+and clips on calibration text, applies them to an fp32 copy of the model, saves it as an HF folder
+in the cache, and the same builder quantizes that folder (see awq.py for why). Each build is
+cached by content hash (source, options, calibration, package versions).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .cache import key_of
+from .config import Suite, VariantCfg
+from .model_source import ModelSource
+from .onnx_export import build_onnx, resolve_onnx, source_hash
+
+
+def builder_options(v: VariantCfg) -> dict[str, str]:
+    """Builder --extra_options for an int4 variant. Symmetric only: the builder's asymmetric
+    (is_symmetric=false) output fails to load in onnxruntime-genai 0.18 (uint8 Gather type error)."""
+    opts = {"block_size": str(v.block_size), "accuracy_level": str(v.accuracy_level), "is_symmetric": "true"}
+    if v.lm_head == "exclude":
+        opts["nodes_to_exclude"] = "/lm_head/MatMul"
+    return opts
+
+
+def build_variant(source: ModelSource, v: VariantCfg, suite: Suite, provenance: dict[str, Any]) -> dict[str, Any]:
+    """Build (or find) the variant's ONNX folder; return its build info (path, size, method...)."""
+    if v.method == "onnx":
+        assert v.path is not None
+        folder = resolve_onnx(Path(v.path)).parent
+        info: dict[str, Any] = {"method": "onnx", "given": v.path}
+    elif v.method == "rtn":
+        folder = build_onnx(source.path, "int4", builder_options(v))
+        info = {"method": "rtn", "options": builder_options(v)}
+    else:
+        from .awq_variant import awq_folder
+
+        hf = awq_folder(source, v, suite, provenance)
+        folder = build_onnx(hf, "int4", builder_options(v))
+        info = {"method": "awq", "options": builder_options(v), "awq_hf_folder": str(hf),
+                "calibration": vars(v.calibration)}
+    info |= {"path": str(folder), "size_mb": weights_mb(folder), "key": key_of([source_hash(source.path), info])}
+    return info
+
+
+def weights_mb(folder: Path) -> float:
+    """Size on disk of the model file and its external data (MB = 1e6 bytes)."""
+    model = resolve_onnx(folder)
+    files = [model, *[p for p in folder.iterdir() if p.name.startswith(model.name + ".") or p.suffix == ".data"]]
+    return round(sum(p.stat().st_size for p in set(files) if p.is_file()) / 1e6, 2)
+
