@@ -1,0 +1,128 @@
+"""ONNX Runtime path on the tiny random Llama exported through the same builder as real models."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evalsuite.errors import ModelError
+from evalsuite.evaluate import score_stream
+from evalsuite.onnx_export import build_onnx
+from evalsuite.ort_runner import OrtRunner
+from evalsuite.torch_runner import TorchRunner
+from evalsuite.windows import plan_windows
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("onnx-cache")
+
+
+@pytest.fixture(scope="module")
+def fp32_dir(tiny_llama_dir: Path, cache: Path) -> Path:
+    return build_onnx(tiny_llama_dir, "fp32", cache=cache)
+
+
+def builder(src: Path, out: Path, *extra: str) -> Path:
+    cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(src), "-o", str(out), "-p", "fp32",
+           "-e", "cpu", "-c", str(out.parent / "scratch")]
+    subprocess.run([*cmd, *(["--extra_options", *extra] if extra else [])], check=True, capture_output=True)
+    return out
+
+
+def test_ort_matches_torch_per_token(fp32_dir: Path, tiny_llama_dir: Path) -> None:
+    tokens = np.random.default_rng(5).integers(0, 300, 300)
+    windows = plan_windows(300, 128, 48)
+    ort, ref = OrtRunner(fp32_dir, threads=2), TorchRunner(tiny_llama_dir, threads=2)
+    np.testing.assert_allclose(score_stream(ort, tokens, windows)[1:], score_stream(ref, tokens, windows)[1:],
+                               rtol=0, atol=1e-4)  # fp32 kernels differ only in summation order
+    w = windows[1]
+    inputs = tokens[w.start : w.end - 1]
+    assert np.max(np.abs(ort.logits(inputs, w.n_targets) - ref.logits(inputs, w.n_targets))) < 1e-3
+    assert ort.vocab_size == 320
+
+
+def test_cache_reuses_build(tiny_llama_dir: Path, cache: Path, fp32_dir: Path) -> None:
+    start = time.perf_counter()
+    assert build_onnx(tiny_llama_dir, "fp32", cache=cache) == fp32_dir
+    assert time.perf_counter() - start < 5  # no second builder run (a build takes ~10 s)
+    assert (fp32_dir / "evalsuite_build.json").is_file()
+
+
+@pytest.mark.parametrize("acc", ["1", "4"])
+def test_int4_builds_and_scores(tiny_llama_dir: Path, cache: Path, acc: str) -> None:
+    folder = build_onnx(tiny_llama_dir, "int4", {"block_size": "32", "accuracy_level": acc,
+                                                 "is_symmetric": "true"}, cache=cache)
+    tokens = np.random.default_rng(0).integers(0, 300, 100)
+    nll = score_stream(OrtRunner(folder), tokens, plan_windows(100, 64, 32))
+    assert np.isfinite(nll[1:]).all()
+
+
+@pytest.mark.parametrize("option", ["prune_lm_head=true", "exclude_lm_head=true"])
+def test_models_without_per_position_logits_are_refused(tiny_llama_dir: Path, tmp_path: Path, option: str) -> None:
+    with pytest.raises(ModelError, match="perplexity needs"):
+        build_onnx(tiny_llama_dir, "fp32", {option.split("=")[0]: "true"}, cache=tmp_path)
+    folder = builder(tiny_llama_dir, tmp_path / "m", option)
+    with pytest.raises(ModelError, match="prune_lm_head|exclude_lm_head"):
+        OrtRunner(folder)
+
+
+def test_bad_folders(fp32_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="not found"):
+        OrtRunner(tmp_path / "nothing")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelError, match=r"model\.onnx is missing"):
+        OrtRunner(empty)
+    trunc = shutil.copytree(fp32_dir, tmp_path / "trunc")
+    (trunc / "model.onnx").write_bytes((fp32_dir / "model.onnx").read_bytes()[:5000])
+    with pytest.raises(ModelError, match="truncated or not an ONNX model"):
+        OrtRunner(trunc)
+    nodata = shutil.copytree(fp32_dir, tmp_path / "nodata")
+    (nodata / "model.onnx.data").unlink()
+    with pytest.raises(ModelError, match="external data file model.onnx.data is missing"):
+        OrtRunner(nodata)
+    short = shutil.copytree(fp32_dir, tmp_path / "short")
+    data = (short / "model.onnx.data").read_bytes()
+    (short / "model.onnx.data").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelError, match="truncated"):
+        OrtRunner(short)
+
+
+@pytest.mark.parametrize("location", ["../secret.bin", "/etc/passwd"], ids=["dotdot", "absolute"])
+def test_external_data_outside_folder_is_refused(fp32_dir: Path, tmp_path: Path, location: str) -> None:
+    import onnx
+
+    bad = shutil.copytree(fp32_dir, tmp_path / "bad")
+    proto = onnx.load(str(bad / "model.onnx"), load_external_data=False)
+    tensor = next(t for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL)
+    for entry in tensor.external_data:
+        if entry.key == "location":
+            entry.value = location
+    onnx.save(proto, str(bad / "model.onnx"))
+    (tmp_path / "secret.bin").write_bytes(b"\0" * 10_000_000)
+    with pytest.raises(ModelError, match="outside the model folder"):
+        OrtRunner(bad)
+
+
+def test_vocab_narrower_than_tokenizer_is_refused(tmp_path: Path, tiny_llama_dir: Path,
+                                                  data_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from tiny import make_tiny_llama, make_tiny_tokenizer
+
+    from evalsuite.cli import main
+
+    small = tmp_path / "small-vocab"
+    make_tiny_llama(vocab_size=256).save_pretrained(small)
+    make_tiny_tokenizer().save_pretrained(small)  # 300 tokens > 256 logits
+    monkeypatch.setenv("EVALSUITE_CACHE", str(tmp_path / "c"))
+    code = main(["eval", "--model", str(small), "--runner", "ort", "--dataset", "ptb", "--max-tokens", "64",
+                 "--window", "32", "--stride", "32", "--data-dir", str(data_dir), "--json-out", str(tmp_path / "r.json")])
+    assert code == 1
+    assert "outputs 256 logits but the tokenizer has 300 tokens" in capsys.readouterr().err
