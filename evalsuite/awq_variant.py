@@ -1,0 +1,72 @@
+"""Build the AWQ-transformed fp32 HF folder of a variant (cached), ready for the int4 builder.
+
+Calibration: `samples` windows of `seq_len` tokens from a non-test split (default WikiText-2
+validation), at offsets drawn with `numpy.random.default_rng(seed)`: deterministic. The cache key
+covers the source weights, calibration, block size, grid and package versions; the folder keeps
+the searched plan (`awq_plan.json` + `.safetensors`) beside the transformed weights.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import data
+from .cache import atomic_dir, cache_root, key_of
+from .config import Calibration, Suite, VariantCfg
+from .errors import DataError
+from .model_source import ModelSource
+from .onnx_export import source_hash, versions
+
+N_GRID = 20
+
+
+def calibration_ids(source: ModelSource, cal: Calibration, data_dir: Path | None) -> np.ndarray:
+    """int64 [samples, seq_len] token windows from the calibration split."""
+    from transformers import AutoTokenizer
+
+    text = data.load_text(cal.dataset, data_dir)
+    tokens, _ = data.tokenize(text, AutoTokenizer.from_pretrained(source.path), source.tokenizer_id, False)
+    if tokens.shape[0] < cal.seq_len + 1:
+        raise DataError(f"calibration split {cal.dataset} has {tokens.shape[0]} tokens, fewer than seq_len "
+                        f"{cal.seq_len}; lower seq_len")
+    starts = np.random.default_rng(cal.seed).integers(0, tokens.shape[0] - cal.seq_len, size=cal.samples)
+    return np.stack([tokens[s : s + cal.seq_len] for s in starts])
+
+
+def awq_folder(source: ModelSource, v: VariantCfg, suite: Suite, provenance: dict[str, Any]) -> Path:
+    data_dir = Path(provenance["data_dir"]) if provenance.get("data_dir") else None
+    key = key_of({"source": source_hash(source.path), "calibration": vars(v.calibration),
+                  "block": v.block_size, "grid": N_GRID, "v": versions(), "algo": 1})
+    out = cache_root() / "awq" / key
+    if (out / "awq_info.json").is_file():
+        return out
+    ids = calibration_ids(source, v.calibration, data_dir)
+    with atomic_dir(out) as tmp:
+        _search_and_save(source, ids, v, tmp)
+    return out
+
+
+def _search_and_save(source: ModelSource, ids: np.ndarray, v: VariantCfg, out: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .awq_search import apply_awq, search_awq
+
+    model = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch.float32, use_safetensors=True).eval()
+    start = time.perf_counter()
+    plan = search_awq(model, torch.from_numpy(ids), v.block_size, N_GRID)
+    seconds = time.perf_counter() - start
+    apply_awq(model, plan)
+    model.save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(source.path).save_pretrained(out)
+    plan.save(out)
+    gain = [s.loss_awq / s.loss_rtn for s in plan.steps if s.loss_rtn > 0]
+    info = {"calibration": vars(v.calibration), "block_size": v.block_size, "n_grid": N_GRID,
+            "search_seconds": round(seconds, 1), "scale_groups": len(plan.steps),
+            "mean_loss_ratio_awq_over_rtn": float(np.mean(gain)) if gain else None}
+    (out / "awq_info.json").write_text(json.dumps(info, indent=2))

@@ -1,0 +1,35 @@
+"""The int4 grid of ONNX Runtime's MatMulNBits quantizer, emulated in torch.
+
+The model builder quantizes every MatMul weight with onnxruntime's `quantize_matmul_4bits` (MLAS
+blockwise quantization). Measured against that kernel (tests/test_awq.py), its symmetric mode is:
+blocks of `block_size` consecutive input channels per output channel (rows of an HF `nn.Linear`
+weight `[out, in]`); `vmax` = the block's max if |max| > |min|, else its min (so on a tie the
+negative extreme wins); `scale = vmax / -8`; `code = clamp(round(w / scale), -8, 7)`; dequantized
+`code * scale`.
+So the largest-magnitude value is represented exactly (code -8) and the grid is [-8, 7] x scale.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def fake_quant(weight: Any, block_size: int) -> Any:
+    """Dequantized int4 weight [out, in] (float32), exactly as ONNX Runtime would compute it."""
+    out_f, in_f = weight.shape
+    if in_f % block_size:
+        raise ValueError(f"input width {in_f} is not a multiple of block size {block_size}")
+    blocks = weight.reshape(out_f, in_f // block_size, block_size)
+    return fake_quant_blocks(blocks).reshape(out_f, in_f)
+
+
+def fake_quant_blocks(blocks: Any) -> Any:
+    """Same on [..., block_size] blocks (last axis = one block)."""
+    import torch
+
+    hi, lo = blocks.amax(dim=-1, keepdim=True), blocks.amin(dim=-1, keepdim=True)
+    vmax = torch.where(hi.abs() > lo.abs(), hi, lo)
+    scale = vmax / -8.0
+    safe = torch.where(scale == 0, torch.ones_like(scale), scale)
+    codes = torch.clamp(torch.round(blocks / safe), -8, 7)
+    return torch.where(scale == 0, torch.zeros_like(blocks), codes * scale)
