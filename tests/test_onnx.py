@@ -69,7 +69,7 @@ def test_models_without_per_position_logits_are_refused(tiny_llama_dir: Path, tm
     with pytest.raises(ModelError, match="perplexity needs"):
         build_onnx(tiny_llama_dir, "fp32", {option.split("=")[0]: "true"}, cache=tmp_path)
     folder = builder(tiny_llama_dir, tmp_path / "m", option)
-    with pytest.raises(ModelError, match="prune_lm_head|exclude_lm_head"):
+    with pytest.raises(ModelError, match=r"prune_lm_head|exclude_lm_head"):
         OrtRunner(folder)
 
 
@@ -86,7 +86,7 @@ def test_bad_folders(fp32_dir: Path, tmp_path: Path) -> None:
         OrtRunner(trunc)
     nodata = shutil.copytree(fp32_dir, tmp_path / "nodata")
     (nodata / "model.onnx.data").unlink()
-    with pytest.raises(ModelError, match="external data file model.onnx.data is missing"):
+    with pytest.raises(ModelError, match=r"external data file model\.onnx\.data is missing"):
         OrtRunner(nodata)
     short = shutil.copytree(fp32_dir, tmp_path / "short")
     data = (short / "model.onnx.data").read_bytes()
@@ -123,6 +123,7 @@ def test_vocab_narrower_than_tokenizer_is_refused(tmp_path: Path, tiny_llama_dir
     make_tiny_tokenizer().save_pretrained(small)  # 300 tokens > 256 logits
     monkeypatch.setenv("EVALSUITE_CACHE", str(tmp_path / "c"))
     code = main(["eval", "--model", str(small), "--runner", "ort", "--dataset", "ptb", "--max-tokens", "64",
-                 "--window", "32", "--stride", "32", "--data-dir", str(data_dir), "--json-out", str(tmp_path / "r.json")])
+                 "--window", "32", "--stride", "32", "--data-dir", str(data_dir),
+                 "--json-out", str(tmp_path / "r.json")])
     assert code == 1
     assert "outputs 256 logits but the tokenizer has 300 tokens" in capsys.readouterr().err
