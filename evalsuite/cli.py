@@ -30,6 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
     gate = sub.add_parser("gate", help="score, then check every threshold; exit 1 when any fails")
     add_run_args(gate)
     add_gate_args(gate)
+    bn = sub.add_parser("bench", help="measure tokens/s, peak RSS and overhead over bare ONNX Runtime")
+    bn.add_argument("--config", type=Path, help="suite TOML whose model and variants are measured")
+    bn.add_argument("--data-dir", help="local corpora folder (else $EVALSUITE_DATA_DIR, else the hub)")
+    bn.add_argument("--max-tokens", type=int, default=2048, help="tokens per runner (default 2048)")
+    bn.add_argument("--threads", type=int, help="threads for every runner (default: all cores)")
+    bn.add_argument("--eval-timing", action="store_true", help="also time the default gate, cold and warm cache")
+    bn.add_argument("--json-out", type=Path, help="write the measurements here")
     mg = sub.add_parser("merge", help="combine --shard i/n result files into the numbers of one run")
     mg.add_argument("shards", nargs="+", type=Path, help="results JSON of every shard")
     mg.add_argument("--json-out", type=Path, required=True, help="write the merged results JSON here")
@@ -187,6 +194,41 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 1 if doc["errors"] else 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from rich.table import Table
+
+    from . import data, report, results
+    from .bench import bench
+    from .config import load_suite
+
+    if args.max_tokens < 2:
+        raise UsageError(f"--max-tokens must be at least 2, got {args.max_tokens}")
+    if args.json_out is not None:
+        check_writable(args.json_out)
+    suite = load_suite(args.config)
+    if args.threads:
+        suite = dataclasses.replace(suite, eval=dataclasses.replace(suite.eval, threads=args.threads))
+    data_dir = data.resolve_data_dir(args.data_dir)
+    timing = ["--max-tokens", "2048"] + (["--config", str(args.config)] if args.config else [])
+    b = bench(suite, data_dir, args.max_tokens, timing if args.eval_timing else None)
+    table = Table(title=f"Benchmark: {b['dataset']}, {b['tokens']} tokens, window {b['window']}, "
+                        f"stride {b['stride']}, {b['threads']} threads")
+    for col in ("runner", "tok/s", "peak RSS MB", "PPL"):
+        table.add_column(col, justify="left" if col == "runner" else "right")
+    for r in [*b["runners"], b["rss_long"]]:
+        table.add_row(r["runner"], f"{r.get('tokens_per_s', 0):.0f}", f"{r.get('peak_rss_mb', 0):.0f}",
+                      f"{r.get('ppl', 0):.4f}" if "ppl" in r else r.get("error", ""))
+    console = report.console()
+    console.print(table)
+    for line in b["verdicts"]:
+        console.print(f"• {line}")
+    if args.json_out is not None:
+        results.write(args.json_out, b)
+    return 0
+
+
 def cmd_baseline(args: argparse.Namespace) -> int:
     from . import results
 
@@ -208,7 +250,7 @@ def check_writable(path: Path) -> None:
                          "choose another output path")
 
 
-COMMANDS = {"eval": cmd_eval, "gate": cmd_gate, "baseline": cmd_baseline, "merge": cmd_merge}
+COMMANDS = {"eval": cmd_eval, "gate": cmd_gate, "baseline": cmd_baseline, "merge": cmd_merge, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

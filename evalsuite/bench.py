@@ -1,0 +1,168 @@
+"""`evalsuite bench`: throughput, memory and overhead, measured (never asserted in unit tests).
+
+- Per runner (torch reference, ORT base, each configured variant), in a fresh child process on
+  identical windows: tokens/s and peak RSS (`ru_maxrss`).
+- Peak RSS of the ORT base at two dataset lengths (1x and 4x the token budget): it must not grow
+  with the dataset, only with window x vocab.
+- The suite's ORT throughput as a ratio of bare `InferenceSession.run` on the same inputs, same
+  session, same threads (target >= 0.95).
+- Optionally the wall time of the default `evalsuite gate` run from a cold and a warm cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TARGET_RATIO = 0.95
+TARGET_COLD_S, TARGET_WARM_S = 600.0, 180.0
+
+
+def child(kind: str, path: str, tokens_file: str, window: int, stride: int, threads: int) -> dict[str, Any]:
+    """Runs inside the child process: score the windows with one runner; report speed and RSS."""
+    from .evaluate import new_lane, score_lanes
+    from .windows import plan_windows
+
+    tokens = np.load(tokens_file)
+    windows = plan_windows(int(tokens.shape[0]), window, stride)
+    if kind == "torch":
+        from .torch_runner import TorchRunner
+
+        runner: Any = TorchRunner(Path(path), threads)
+    else:
+        from .ort_runner import OrtRunner
+
+        runner = OrtRunner(Path(path), "cpu", threads)
+    lane = new_lane(runner, "bench", False, int(tokens.shape[0]))
+    start = time.perf_counter()
+    score_lanes([lane], tokens, windows, list(range(len(windows))))
+    seconds = time.perf_counter() - start
+    scored = sum(w.n_targets for w in windows)
+    return {"tokens": scored, "seconds": seconds, "tokens_per_s": scored / seconds,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "ppl": float(np.exp(np.nanmean(lane.cols[1:, 0]))), "error": lane.error}
+
+
+def run_child(kind: str, path: Path, tokens: np.ndarray, window: int, stride: int, threads: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        tfile = Path(tmp) / "tokens.npy"
+        np.save(tfile, tokens)
+        cmd = [sys.executable, "-m", "evalsuite.bench", kind, str(path), str(tfile), str(window), str(stride),
+               str(threads)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        return {"error": (proc.stderr.strip().splitlines() or ["child failed"])[-1]}
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def overhead(onnx_dir: Path, tokens: np.ndarray, window: int, stride: int, threads: int,
+             repeats: int = 2) -> dict[str, float]:
+    """Best-of-`repeats` seconds for bare session.run vs the suite's scoring on the same windows."""
+    from .evaluate import new_lane, score_lanes
+    from .ort_runner import OrtRunner
+    from .windows import plan_windows
+
+    runner = OrtRunner(onnx_dir, "cpu", threads)
+    windows = plan_windows(int(tokens.shape[0]), window, stride)
+    feeds = [runner.feeds(tokens[w.start : w.end - 1]) for w in windows]
+    bare, suite = float("inf"), float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for f in feeds:
+            runner.session.run(["logits"], f)
+        bare = min(bare, time.perf_counter() - start)
+        lane = new_lane(runner, "bench", False, int(tokens.shape[0]))
+        start = time.perf_counter()
+        score_lanes([lane], tokens, windows, list(range(len(windows))))
+        suite = min(suite, time.perf_counter() - start)
+    return {"bare_seconds": bare, "suite_seconds": suite, "ratio": bare / suite}
+
+
+def eval_timing(args: list[str]) -> dict[str, float]:
+    """Wall seconds of `evalsuite gate` (default suite) from an empty cache, then again warm."""
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "EVALSUITE_CACHE": cache}
+        for label in ("cold", "warm"):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "evalsuite", "gate", *args], env=env, capture_output=True,
+                           check=False)
+            out[f"{label}_seconds"] = time.perf_counter() - start
+    return out
+
+
+if __name__ == "__main__":
+    kind_, path_, tokens_, window_, stride_, threads_ = sys.argv[1:7]
+    print(json.dumps(child(kind_, path_, tokens_, int(window_), int(stride_), int(threads_))))
+
+
+def bench(suite: Any, data_dir: Path | None, max_tokens: int, timing_args: list[str] | None) -> dict[str, Any]:
+    """All measurements as data (printing is the caller's)."""
+    import dataclasses
+
+    from . import model_source
+    from .suite import build_base_onnx, load_streams, load_texts
+    from .variants import build_variant
+
+    ev = dataclasses.replace(suite.eval, datasets=suite.eval.datasets[:1], max_tokens=4 * max_tokens)
+    suite = dataclasses.replace(suite, eval=ev)
+    source = model_source.resolve(suite.model.source, suite.model.trust_remote_code)
+    stream = load_streams(suite, source, load_texts(suite, data_dir))[0]
+    long_tokens, tokens = stream.tokens, stream.tokens[:max_tokens]
+    threads = ev.threads or os.cpu_count() or 1
+    base_onnx = build_base_onnx(suite, source)
+    targets: list[tuple[str, str, Path]] = [("torch reference", "torch", source.path), ("ORT base", "ort", base_onnx)]
+    provenance: dict[str, Any] = {"data_dir": str(data_dir) if data_dir else None}
+    for v in suite.variants:
+        targets.append((f"ORT {v.name}", "ort", Path(build_variant(source, v, suite, provenance)["path"])))
+    rows = []
+    for label, kind, path in targets:
+        rows.append({"runner": label, **run_child(kind, path, tokens, ev.window, ev.stride, threads)})
+    long_row = {"runner": f"ORT base, {long_tokens.shape[0]} tokens",
+                **run_child("ort", base_onnx, long_tokens, ev.window, ev.stride, threads)}
+    out: dict[str, Any] = {
+        "dataset": stream.label, "tokens": int(tokens.shape[0]), "window": ev.window, "stride": ev.stride,
+        "threads": threads, "runners": rows, "rss_long": long_row,
+        "overhead": overhead(base_onnx, tokens, ev.window, ev.stride, threads),
+        "logits_mb_per_window": ev.window * stream.tokenizer_vocab * 4 / 1e6,
+        "logits_mb_window_2048": 2048 * stream.tokenizer_vocab * 4 / 1e6,
+    }
+    if timing_args is not None:
+        out["eval_timing"] = eval_timing(timing_args)
+    out["verdicts"] = verdicts(out)
+    return out
+
+
+def verdicts(b: dict[str, Any]) -> list[str]:
+    """One line per target or measured fact."""
+    lines = []
+    ratio = b["overhead"]["ratio"]
+    lines.append(f"suite ORT throughput = {ratio:.3f} x bare session.run "
+                 f"({'meets' if ratio >= TARGET_RATIO else 'MISSES'} the {TARGET_RATIO} target)")
+    base: dict[str, Any] = next((r for r in b["runners"] if r["runner"] == "ORT base"), {})
+    if "peak_rss_mb" in base and "peak_rss_mb" in b["rss_long"]:
+        grow = b["rss_long"]["peak_rss_mb"] - base["peak_rss_mb"]
+        lines.append(f"ORT base peak RSS {base['peak_rss_mb']:.0f} MB at {b['tokens']} tokens, "
+                     f"{b['rss_long']['peak_rss_mb']:.0f} MB at 4x the tokens ({grow:+.0f} MB): bounded by "
+                     f"window x vocab ({b['logits_mb_per_window']:.0f} MB of logits per window; "
+                     f"{b['logits_mb_window_2048']:.0f} MB at window 2048)")
+    fp32 = base.get("tokens_per_s")
+    for r in b["runners"]:
+        if r["runner"].startswith("ORT ") and r["runner"] != "ORT base" and fp32 and "tokens_per_s" in r:
+            rel = r["tokens_per_s"] / fp32
+            lines.append(f"{r['runner']}: {r['tokens_per_s']:.0f} tok/s = {rel:.2f} x fp32 "
+                         f"({'slower' if rel < 1 else 'faster'} than fp32 on this CPU)")
+    timing = b.get("eval_timing")
+    if timing:
+        lines.append(f"default gate: cold {timing['cold_seconds']:.0f} s (target {TARGET_COLD_S:.0f}), "
+                     f"warm {timing['warm_seconds']:.0f} s (target {TARGET_WARM_S:.0f})")
+    return lines
