@@ -35,7 +35,7 @@ from typing import Any
 from .errors import ModelError
 from .quant_grid import fake_quant, fake_quant_blocks
 
-LOSS_SEQS = 4  # calibration sequences used for the scale-search losses (statistics use all of them)
+LOSS_SEQS = 2  # calibration sequences used for the scale-search losses (statistics use all of them)
 CLIP_TOKENS = 512  # tokens sampled for the clip search (llm-awq's n_sample_token)
 OC_CHUNK = 64  # output channels per clip-search chunk (bounds memory)
 
@@ -109,8 +109,8 @@ def search_awq(model: Any, calib_ids: Any, block_size: int, n_grid: int = 20) ->
                 _apply_scale(work, step, scale)
                 plan.steps.append(step)
                 plan.scales.append(scale)
-            x_next = _layer_forward(layer, x, rope)  # fp32 output of the scaled layer
-            for name, inp in _linear_inputs(layer, prefix, x, rope).items():
+            x_next, inputs = _forward_capturing(layer, prefix, x, rope)  # fp32 output of the scaled layer
+            for name, inp in inputs.items():
                 plan.clips[name] = _search_clip(_module(work, name).weight, inp, block_size, n_grid)
             x = x_next
     return plan
@@ -214,8 +214,9 @@ def _apply_scale(model: Any, step: ScaleStep, scale: Any) -> None:
         _module(model, name).weight.mul_(scale[None, :])
 
 
-def _linear_inputs(layer: Any, prefix: str, x: Any, rope: Any) -> dict[str, Any]:
-    """Inputs [tokens, in] of the clipped linears (all but q/k), from one forward of the layer."""
+def _forward_capturing(layer: Any, prefix: str, x: Any, rope: Any) -> tuple[Any, dict[str, Any]]:
+    """The layer's output and the inputs [tokens, in] of its clipped linears (all but q/k), sampled
+    at evenly spaced tokens, from one forward."""
     import torch
 
     names = {"self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"}
@@ -228,13 +229,13 @@ def _linear_inputs(layer: Any, prefix: str, x: Any, rope: Any) -> dict[str, Any]
 
     hooks = [layer.get_submodule(n).register_forward_pre_hook(keep(n)) for n in names]
     try:
-        _layer_forward(layer, x, rope)
+        out = _layer_forward(layer, x, rope)
     finally:
         for hk in hooks:
             hk.remove()
     total = next(iter(seen.values())).shape[0]
     pick = torch.linspace(0, total - 1, min(CLIP_TOKENS, total)).long()  # evenly spaced, deterministic
-    return {f"{prefix}.{n}": t[pick] for n, t in seen.items()}
+    return out, {f"{prefix}.{n}": t[pick] for n, t in seen.items()}
 
 
 def _search_clip(weight: Any, inp: Any, block: int, n_grid: int) -> Any:

@@ -63,8 +63,8 @@ def results_table(runs: list[RunResult], title: str = "Perplexity") -> Table:
                          ("PPL", "right"), ("tokens", "right"), ("tok/s", "right")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for r in runs:
-        table.add_row(r.model, r.dataset, r.variant, r.runner, f"{r.ppl:.4f}", f"{r.tokens_scored:,}",
-                      f"{r.tokens_per_s:.0f}")
+        speed = "cached" if r.reused_tokens >= r.tokens_scored else f"{r.tokens_per_s:.0f}"
+        table.add_row(r.model, r.dataset, r.variant, r.runner, f"{r.ppl:.4f}", f"{r.tokens_scored:,}", speed)
     return table
 
 

@@ -64,3 +64,28 @@ def test_cli_reports_real_ppl(dataset: str, expected: float, tmp_path: Path, dat
     assert math.isclose(run["ppl"], math.exp(run["nll_mean"]), rel_tol=1e-12)
     assert math.isclose(run["ppl"], expected, rel_tol=1e-4), run["ppl"]
     assert doc["schema_version"] == 1 and doc["provenance"]["model"]["origin_sha256"]
+
+
+def test_default_gate_parity_and_awq_beats_rtn(tmp_path: Path, data_dir: Path) -> None:
+    """The shipped default suite on the real model and data: ORT base == torch to 1e-4 relative,
+    int4 costs perplexity, and AWQ costs less of it than RTN (same block size and settings)."""
+    from evalsuite.compare import find_run
+
+    out = tmp_path / "gate.json"
+    code = main(["gate", "--data-dir", str(data_dir), "--json-out", str(out), "--junit", str(tmp_path / "j.xml")])
+    doc = json.loads(out.read_text())
+    assert doc["complete"] and not doc["errors"]
+    for ds in ("wikitext2", "ptb"):
+        torch_base, ort_base = find_run(doc, "base", "torch", ds), find_run(doc, "base", "ort", ds)
+        rtn, awq = find_run(doc, "rtn-b32-acc4", "ort", ds), find_run(doc, "awq-b32-acc4", "ort", ds)
+        assert torch_base and ort_base and rtn and awq
+        assert abs(ort_base["ppl"] - torch_base["ppl"]) / torch_base["ppl"] < 1e-4
+        assert ort_base["ppl"] < awq["ppl"] < rtn["ppl"], (ds, ort_base["ppl"], awq["ppl"], rtn["ppl"])
+        assert awq["metrics"]["kld_mean"] < rtn["metrics"]["kld_mean"]
+        assert 0.5 < awq["metrics"]["same_top"] < 1.0
+        assert rtn["metrics"]["dppl_ci95_low"] > 0  # the RTN degradation is significant
+    parity = [c for c in doc["checks"] if c["name"].startswith("parity")]
+    assert len(parity) == 6 and all(c["passed"] for c in parity)
+    assert code == (0 if doc["passed"] else 1) and doc["passed"], [c for c in doc["checks"] if not c["passed"]]
+    sizes = doc["variants"]
+    assert sizes["rtn-b32-acc4"]["size_mb"] < 100 < 500  # int4 weights: ~86 MB vs 540 MB fp32

@@ -107,3 +107,28 @@ def test_shards_merge_bit_for_bit(tiny_llama_dir: Path, data_dir: Path, tmp_path
         assert (a["dataset"], a["tokens_scored"], a["windows"]) == (b["dataset"], b["tokens_scored"], b["windows"])
         assert a["ppl"] == b["ppl"] and a["nll_sum"] == b["nll_sum"]  # bit for bit
     assert main(["merge", *shards[:2], "--json-out", str(tmp_path / "bad.json")]) == 2  # incomplete set
+
+
+def test_nan_logits_fail_the_run_and_name_the_window(tmp_path: Path, data_dir: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+    from tiny import make_tiny_llama, make_tiny_tokenizer
+
+    from evalsuite.cli import main
+
+    model = make_tiny_llama()
+    with torch.no_grad():
+        model.lm_head.weight[7] = float("inf")  # every logit row gets an Inf (and Inf-Inf = NaN)
+    model.save_pretrained(tmp_path / "nan-model")
+    make_tiny_tokenizer().save_pretrained(tmp_path / "nan-model")
+    monkeypatch.setenv("EVALSUITE_CACHE", str(tmp_path / "c"))
+    out = tmp_path / "r.json"
+    code = main(["eval", "--model", str(tmp_path / "nan-model"), "--runner", "torch", "--dataset", "ptb",
+                 "--max-tokens", "100", "--window", "32", "--stride", "32", "--data-dir", str(data_dir),
+                 "--json-out", str(out)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "non-finite logits" in err and "window 0" in err
+    doc = json.loads(out.read_text())
+    assert doc["complete"] is False and doc["runs"] == []
