@@ -47,6 +47,19 @@ def key_of(obj: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:20]
 
 
+def package_versions(names: tuple[str, ...]) -> dict[str, str | None]:
+    """Installed versions (None when missing): part of cache keys and provenance."""
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

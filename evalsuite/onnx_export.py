@@ -19,11 +19,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .cache import atomic_dir, cache_root, file_sha256, key_of
+from .cache import atomic_dir, cache_root, file_sha256, key_of, package_versions
 from .errors import ModelError
 
 BUILDER = "onnxruntime_genai.models.builder"
@@ -42,13 +41,7 @@ def source_hash(hf_dir: Path) -> str:
 
 
 def versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for name in VERSIONED:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+    return package_versions(VERSIONED)
 
 
 def build_onnx(hf_dir: Path, precision: str = "fp32", options: dict[str, str] | None = None,

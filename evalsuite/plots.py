@@ -50,6 +50,12 @@ def _dnll_plot(path: Path, ds: str, base: np.ndarray, variants: dict[str, np.nda
         ax.plot(x, d, lw=1.0, label=name)
     ax.axhline(0.0, color="black", lw=0.6)
     ax.set(title=f"{ds}: per-window ΔNLL vs base (nats/token)", xlabel="token position", ylabel="ΔNLL")
+    return _save(fig, ax, path)
+
+
+def _save(fig: Any, ax: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
@@ -66,8 +72,4 @@ def _kld_plot(path: Path, ds: str, variants: dict[str, np.ndarray]) -> Path:
         kl = cols[:, k][np.isfinite(cols[:, k])]
         ax.hist(np.log10(np.maximum(kl, 1e-8)), bins=80, histtype="step", label=f"{name} (mean {kl.mean():.4f})")
     ax.set(title=f"{ds}: per-token KL(base || variant)", xlabel="log10 KLD (nats)", ylabel="tokens")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import platform
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from . import data, model_source
+from .cache import package_versions
 from .config import Suite
 from .errors import DataError, ModelError, ScoringError
 from .evaluate import Lane, Runner, RunResult, new_lane, score_lanes, summarize
@@ -280,18 +280,8 @@ def parity_stats(reference: Any, candidate: Any, stream: Stream, n_windows: int)
             "windows": picks, "positions": total, "max_abs_dlogit": max_abs, "top1_agree": agree / total}
 
 
-def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
-    versions: dict[str, str | None] = {}
-    for name in names:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
 def provenance(source: model_source.ModelSource, streams: list[Stream]) -> dict[str, Any]:
-    versions = package_versions()
+    versions = package_versions(PACKAGES)
     return {
         "model": {"source": source.name, "kind": source.kind, "path": str(source.path),
                   "origin_sha256": source.origin_sha256, "tokenizer_sha256": source.tokenizer_id},
