@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_gate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", type=Path, help="gate this results JSON instead of scoring again")
-    p.add_argument("--baseline", type=Path, help="also check every run against this stored baseline")
+    p.add_argument("--baseline", type=Path, help="check every run against this stored baseline (overrides the suite's)")
+    p.add_argument("--no-baseline", action="store_true", help="skip the suite's baseline regression checks")
     p.add_argument("--junit", type=Path, help="write JUnit XML (one testcase per check)")
     p.add_argument("--markdown", type=Path, help="write a Markdown summary (also $GITHUB_STEP_SUMMARY)")
 
@@ -149,7 +150,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
     for out in (args.json_out, args.junit, args.markdown):
         if out is not None:
             check_writable(out)
-    baseline_path = args.baseline or (Path(suite.baseline.file) if suite.baseline.file else None)
+    baseline_path = args.baseline or (resolve_baseline(suite.baseline.file, args.config)
+                                      if suite.baseline.file and not args.no_baseline else None)
     baseline = results.read(baseline_path, "baseline") if baseline_path else None
     doc = results.read(args.results, "results") if args.results else score(args, suite)
     checks = compare.compare(doc, suite)
@@ -163,6 +165,22 @@ def cmd_gate(args: argparse.Namespace) -> int:
     console.print(("[bold green]" if doc["passed"] else "[bold red]") + reports.verdict_line(checks))
     write_gate_outputs(args, doc, checks)
     return 0 if doc["passed"] else 1
+
+
+def resolve_baseline(name: str, config: Path | None) -> Path:
+    """A suite's baseline path: absolute, or relative to the working directory, the suite file's
+    folder, or the project root / installed package (for the packaged default suite)."""
+    from .config import DEFAULT_SUITE
+
+    suite_dir = (config or DEFAULT_SUITE).resolve().parent
+    path = Path(name).expanduser()
+    candidates = [path] if path.is_absolute() else [Path.cwd() / path, suite_dir / path, suite_dir.parent / path,
+                                                     Path(__file__).resolve().parent / path]
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        raise UsageError(f"baseline file {name} not found (looked in {', '.join(str(c.parent) for c in candidates)}); "
+                         "fix [baseline] file or pass --no-baseline")
+    return found
 
 
 def write_gate_outputs(args: argparse.Namespace, doc: dict[str, Any], checks: list[Any]) -> None:

@@ -145,10 +145,19 @@ def parity_checks(doc: dict[str, Any], suite: Suite, ds: str) -> list[Check]:
 
 
 def baseline_checks(doc: dict[str, Any], baseline: dict[str, Any], max_rel: float, name: str) -> list[Check]:
-    """Each run's PPL vs the stored baseline run with the same variant, runner, dataset and policy."""
+    """Each run's PPL vs the stored baseline run with the same variant, runner, dataset and policy.
+    A baseline recorded under another window policy cannot be compared: one failing check says so."""
+    policy = ("window", "stride", "bos", "max_tokens")
+    ours = {tuple(r[k] for k in policy) for r in doc.get("runs", [])}
+    theirs = {tuple(r.get(k) for k in policy) for r in baseline.get("runs", [])}
+    if ours and not ours & theirs:
+        return [make_check("baseline_rel_regression", "*", "*", None, max_rel, "max",
+                           detail=f"baseline {name} was recorded with (window, stride, bos, max_tokens) "
+                                  f"{sorted(theirs, key=str)[0]}, this run used {sorted(ours, key=str)[0]}; "
+                                  "update the baseline or pass --no-baseline")]
     out = []
     for run in doc.get("runs", []):
-        key = ("variant", "runner", "dataset", "window", "stride", "bos", "max_tokens")
+        key = ("variant", "runner", "dataset", *policy)
         match = next((b for b in baseline.get("runs", []) if all(b.get(k) == run[k] for k in key)), None)
         rel = (run["ppl"] - match["ppl"]) / match["ppl"] if match else None
         detail = f"baseline {name}" if match else f"no entry in baseline {name} with this policy"
