@@ -161,7 +161,8 @@ def baseline_checks(doc: dict[str, Any], baseline: dict[str, Any], max_rel: floa
         match = next((b for b in baseline.get("runs", []) if all(b.get(k) == run[k] for k in key)), None)
         rel = (run["ppl"] - match["ppl"]) / match["ppl"] if match else None
         detail = f"baseline {name}" if match else f"no entry in baseline {name} with this policy"
-        out.append(make_check("baseline_rel_regression", run["variant"], run["dataset"], rel, max_rel, "max",
+        who = f"base/{run['runner']}" if run["variant"] == "base" else run["variant"]
+        out.append(make_check("baseline_rel_regression", who, run["dataset"], rel, max_rel, "max",
                               match["ppl"] if match else None, detail))
     return out
 
