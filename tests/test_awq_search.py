@@ -1,0 +1,116 @@
+"""AWQ on the tiny random Llama: the exact int4 grid, scale/clip search, folding, determinism."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evalsuite.awq_search import AwqPlan, apply_awq, search_awq
+from evalsuite.quant_grid import fake_quant
+
+
+def ort_dequant(weight: np.ndarray, block: int) -> np.ndarray:
+    """onnxruntime's own blockwise int4 quantizer (what the model builder calls), dequantized."""
+    from onnxruntime.capi._pybind_state import quantize_matmul_4bits
+
+    n, k = weight.shape  # HF [out, in]; the quantizer takes the MatMul weight [in, out]
+    kb = k // block
+    packed = np.zeros((n, kb, block // 2), np.uint8)
+    zero = np.zeros((n, (kb + 1) // 2), np.uint8)
+    scales = np.zeros((n, kb), np.float32)
+    quantize_matmul_4bits(packed, np.ascontiguousarray(weight.T), scales, zero, block, n, k, True)
+    codes = np.stack([packed & 15, packed >> 4], -1).reshape(n, kb, block).astype(np.float32) - 8
+    return (codes * scales[..., None]).reshape(n, k)
+
+
+@pytest.mark.parametrize("block", [32, 128])
+def test_fake_quant_equals_onnxruntime_quantizer(block: int) -> None:
+    import torch
+
+    w = np.random.default_rng(block).normal(size=(96, 512)).astype(np.float32)
+    w[0, :block] = 0.5  # constant block
+    w[1, :block] = np.clip(w[1, :block], -0.3, 0.3)  # |max| == |min|: the negative extreme wins
+    w[2, :block] = 0.0  # all-zero block
+    np.testing.assert_array_equal(fake_quant(torch.from_numpy(w), block).numpy(), ort_dequant(w, block))
+
+
+@pytest.fixture(scope="module")
+def calib() -> object:
+    import torch
+
+    return torch.randint(0, 300, (8, 64), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(scope="module")
+def plan(calib: object) -> AwqPlan:
+    from tiny import make_tiny_llama
+
+    return search_awq(make_tiny_llama(), calib, 32)
+
+
+def test_search_reduces_layer_output_error(plan: AwqPlan) -> None:
+    assert len(plan.steps) == 6  # 2 layers x (qkv, gate/up, down); v->o skipped under GQA (4 heads / 2 KV)
+    assert all(s.loss_awq <= s.loss_rtn for s in plan.steps)
+    assert sum(s.loss_awq for s in plan.steps) < sum(s.loss_rtn for s in plan.steps)
+    assert any(s.alpha > 0 for s in plan.steps)
+
+
+def test_clipping_reduces_quantized_output_error(plan: AwqPlan, calib: object) -> None:
+    import torch
+    from tiny import make_tiny_llama
+
+    model = make_tiny_llama()
+    only_scales = AwqPlan(plan.block_size, plan.n_grid, plan.steps, plan.scales, {})
+    apply_awq(model, only_scales)
+    lin = model.model.layers[0].mlp.down_proj
+    x = torch.randn(256, lin.weight.shape[1], generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = x @ lin.weight.T
+        err_rtn = (x @ fake_quant(lin.weight, 32).T - ref).pow(2).mean()
+        clipped = lin.weight.clone()
+        max_val = plan.clips["model.layers.0.mlp.down_proj"]
+        bound = max_val[..., None]
+        clipped = clipped.view(clipped.shape[0], -1, 32).clamp(-bound, bound).view_as(lin.weight)
+        err_clip = (x @ fake_quant(clipped, 32).T - ref).pow(2).mean()
+    assert err_clip <= err_rtn * 1.05  # searched on calibration inputs, checked on fresh ones
+
+
+def test_folding_scales_keeps_fp32_outputs(plan: AwqPlan, calib: object) -> None:
+    import torch
+    from tiny import make_tiny_llama
+
+    model, folded = make_tiny_llama(), make_tiny_llama()
+    apply_awq(folded, AwqPlan(plan.block_size, plan.n_grid, plan.steps, plan.scales, {}))
+    changed = (folded.model.layers[0].input_layernorm.weight - model.model.layers[0].input_layernorm.weight).abs()
+    assert changed.max() > 1e-3  # the scales really moved weights around
+    with torch.inference_mode():
+        a, b = model(calib).logits, folded(calib).logits
+    torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)  # fp32 re-association only
+
+
+def test_search_is_deterministic_and_plan_roundtrips(plan: AwqPlan, calib: object, tmp_path: Path) -> None:
+    import torch
+    from tiny import make_tiny_llama
+
+    again = search_awq(make_tiny_llama(), calib, 32)
+    assert [s.alpha for s in again.steps] == [s.alpha for s in plan.steps]
+    assert all(torch.equal(a, b) for a, b in zip(again.scales, plan.scales, strict=True))
+    plan.save(tmp_path)
+    loaded = AwqPlan.load(tmp_path)
+    m1, m2 = make_tiny_llama(), make_tiny_llama()
+    apply_awq(m1, plan)
+    apply_awq(m2, loaded)
+    for p1, p2 in zip(m1.state_dict().values(), m2.state_dict().values(), strict=True):
+        assert torch.equal(p1, p2)
+
+
+def test_non_llama_is_refused() -> None:
+    from evalsuite.errors import ModelError
+
+    class NotLlama:
+        model = None
+
+    with pytest.raises(ModelError, match="Llama-architecture"):
+        search_awq(NotLlama(), None, 32)
