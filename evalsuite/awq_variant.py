@@ -18,7 +18,7 @@ import numpy as np
 from . import data
 from .cache import atomic_dir, cache_root, key_of
 from .config import Calibration, Suite, VariantCfg
-from .errors import DataError
+from .errors import DataError, ModelError
 from .model_source import ModelSource
 from .onnx_export import source_hash, versions
 
@@ -58,6 +58,10 @@ def _search_and_save(source: ModelSource, ids: np.ndarray, v: VariantCfg, out: P
     from .awq_search import apply_awq, search_awq
 
     model = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch.float32, use_safetensors=True).eval()
+    vocab = model.get_input_embeddings().num_embeddings
+    if int(ids.max()) >= vocab:
+        raise ModelError(f"calibration token id {int(ids.max())} is outside the model's {vocab}-row embedding; "
+                         "the model and tokenizer do not belong together")
     start = time.perf_counter()
     plan = search_awq(model, torch.from_numpy(ids), v.block_size, N_GRID)
     seconds = time.perf_counter() - start

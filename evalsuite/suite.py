@@ -125,14 +125,18 @@ def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = No
         if reference is not None and ort is not None and (shard is None or shard[0] == 0):
             out.parity = [parity_stats(reference, ort, s, suite.parity.sample_windows) for s in streams]
         del reference
-        group = [("base", ort)] if ort is not None else []
+        if ort is None:  # nothing to compare the variants with: record them as not scored
+            for variant in suite.variants:
+                out.errors.append({"variant": variant.name, "runner": "ort", "dataset": None,
+                                   "message": "not built: the ORT base model failed (see its error)"})
+            return out
+        group = [("base", ort)]
         for variant in suite.variants:
             runner = _guarded(out, variant.name, "ort",
                               lambda v=variant: _checked(_variant_runner(suite, source, v, out), streams))
             if runner is not None:
                 group.append((variant.name, runner))
-        if ort is not None:
-            _score_group(out, group, streams, progress)
+        _score_group(out, group, streams, progress)
     return out  # without the 'ort' runner no variant is scored: the gate then fails their checks
 
 

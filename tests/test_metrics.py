@@ -67,10 +67,12 @@ def test_streaming_kl_matches_full_logits(tiny_llama_dir: Path) -> None:
         lv -= np.log(np.exp(lv - lv.max(1, keepdims=True)).sum(1, keepdims=True)) + lv.max(1, keepdims=True)
         want[w.first_target : w.end] = (np.exp(lb) * (lb - lv)).sum(1)
     got = lanes[1].cols[:, PAIRED.index("kl")]
-    np.testing.assert_allclose(got[1:], want[1:], rtol=1e-9, atol=1e-12)  # same math, float64
+    # tokenstats exponentiates in float32 (sums in float64): ~1e-7 relative per term, measured up
+    # to 4.3e-7 relative on these KLs; 2e-6 still catches any real formula error (>= 1e-3 here)
+    np.testing.assert_allclose(got[1:], want[1:], rtol=2e-6, atol=1e-10)
     assert got[1:].mean() > 0.01
     metrics = paired_metrics(lanes[1].cols, lanes[0].cols[:, 0], windows)
-    assert metrics["kld_mean"] == pytest.approx(float(np.mean(want[1:])))
+    assert metrics["kld_mean"] == pytest.approx(float(np.mean(want[1:])), rel=2e-6)
     assert 0.0 < metrics["same_top"] < 1.0
 
 
