@@ -37,9 +37,13 @@ def data_env() -> dict[str, str]:
 
 @nox.session
 def eval(session: nox.Session) -> None:
-    """Score the default suite and print the table (extra args go to `evalsuite eval`)."""
+    """Gate the default suite: score, print the tables, exit 1 on any failed check.
+
+    Extra args go to `evalsuite gate` (e.g. `nox -s eval -- --config my-suite.toml`)."""
     install(session)
-    session.run("evalsuite", "eval", "--json-out", "results/eval.json", *session.posargs, env=data_env())
+    Path("results").mkdir(exist_ok=True)
+    session.run("evalsuite", "gate", "--json-out", "results/gate.json", "--markdown", "results/gate.md",
+                "--junit", "results/gate.xml", *session.posargs, env=data_env())
 
 
 @nox.session
