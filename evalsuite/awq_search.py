@@ -19,7 +19,7 @@ transformed previous layers):
 
 Why the builder gets transformed fp32 weights instead of an AutoAWQ checkpoint: the builder's
 symmetric RTN *is* the grid searched here (`fake_quant` equals onnxruntime's quantizer bit for bit,
-tests/test_awq.py), so building int4 from the scaled+clamped fp32 folder yields exactly the AWQ
+tests/test_awq_search.py), so building int4 from the scaled+clamped fp32 folder yields exactly the AWQ
 quantization that the search optimised. An AutoAWQ checkpoint stores asymmetric uint4 with zero
 points, which the builder would emit as the zero-point MatMulNBits layout that fails to load here
 (the is_symmetric=false uint8 Gather error), and would add a second, lossy format conversion.

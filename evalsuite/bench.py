@@ -94,15 +94,12 @@ def eval_timing(args: list[str]) -> dict[str, float]:
         env = {**os.environ, "EVALSUITE_CACHE": cache}
         for label in ("cold", "warm"):
             start = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "evalsuite", "gate", *args], env=env, capture_output=True,
-                           check=False)
+            proc = subprocess.run([sys.executable, "-m", "evalsuite", "gate", *args], env=env, capture_output=True,
+                                  check=False)
             out[f"{label}_seconds"] = time.perf_counter() - start
+            out[f"{label}_exit"] = proc.returncode  # a timing of a run that failed early means nothing
     return out
 
-
-if __name__ == "__main__":
-    kind_, path_, tokens_, window_, stride_, threads_ = sys.argv[1:7]
-    print(json.dumps(child(kind_, path_, tokens_, int(window_), int(stride_), int(threads_))))
 
 
 def bench(suite: Any, data_dir: Path | None, max_tokens: int, timing_args: list[str] | None) -> dict[str, Any]:
@@ -163,6 +160,12 @@ def verdicts(b: dict[str, Any]) -> list[str]:
                          f"({'slower' if rel < 1 else 'faster'} than fp32 on this CPU)")
     timing = b.get("eval_timing")
     if timing:
-        lines.append(f"default gate: cold {timing['cold_seconds']:.0f} s (target {TARGET_COLD_S:.0f}), "
-                     f"warm {timing['warm_seconds']:.0f} s (target {TARGET_WARM_S:.0f})")
+        lines.append(f"default gate: cold {timing['cold_seconds']:.0f} s (target {TARGET_COLD_S:.0f}, exit "
+                     f"{timing['cold_exit']}), warm {timing['warm_seconds']:.0f} s (target {TARGET_WARM_S:.0f}, "
+                     f"exit {timing['warm_exit']})")
     return lines
+
+
+if __name__ == "__main__":
+    kind_, path_, tokens_, window_, stride_, threads_ = sys.argv[1:7]
+    print(json.dumps(child(kind_, path_, tokens_, int(window_), int(stride_), int(threads_))))
