@@ -1,9 +1,10 @@
 """Quantized variants as ONNX folders: built on demand (RTN, AWQ) or given (an existing folder).
 
 RTN: the model builder's int4 MatMulNBits quantization of the fp32 HF folder (symmetric; block size
-and accuracy level from the config; lm_head quantized or excluded). AWQ: `awq.py` searches scales
-and clips on calibration text, applies them to an fp32 copy of the model, saves it as an HF folder
-in the cache, and the same builder quantizes that folder (see awq.py for why). Each build is
+and accuracy level from the config; lm_head quantized or excluded). AWQ: `awq_search.py` searches
+scales and clips on calibration text, `awq_variant.py` applies them to an fp32 copy of the model and
+saves it as an HF folder in the cache, and the same builder quantizes that folder (see
+awq_search.py for why). Each build is
 cached by content hash (source, options, calibration, package versions).
 """
 

@@ -134,3 +134,20 @@ def test_vocab_narrower_than_tokenizer_is_refused(tmp_path: Path, tiny_llama_dir
                  "--json-out", str(tmp_path / "r.json")])
     assert code == 1
     assert "outputs 256 logits but the tokenizer has 300 tokens" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("lm_head", "want_nbits"), [("quantize", True), ("exclude", False)])
+def test_lm_head_policy(tiny_llama_dir: Path, cache: Path, lm_head: str, want_nbits: bool) -> None:
+    import onnx
+
+    from evalsuite.config import VariantCfg
+    from evalsuite.variants import builder_options
+
+    v = VariantCfg(name="v", method="rtn", lm_head=lm_head)  # type: ignore[arg-type]
+    folder = build_onnx(tiny_llama_dir, "int4", builder_options(v), cache=cache)
+    graph = onnx.load(str(folder / "model.onnx"), load_external_data=False).graph
+    head = [n.op_type for n in graph.node if n.name.startswith("/lm_head/")]
+    assert ("MatMulNBits" in head) == want_nbits and head  # the output projection is int4 or fp32
+    assert sum(n.op_type == "MatMulNBits" for n in graph.node) >= 7  # the decoder stays int4 either way
+    tokens = np.random.default_rng(1).integers(0, 300, 80)
+    assert np.isfinite(score_stream(OrtRunner(folder), tokens, plan_windows(80, 64, 32))[1:]).all()
