@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ModelError
-from .quant_grid import fake_quant, fake_quant_blocks
+from .quant_grid import fake_quant, fake_quant_blocks, padded_blocks
 
 LOSS_SEQS = 2  # calibration sequences used for the scale-search losses (statistics use all of them)
 CLIP_TOKENS = 512  # tokens sampled for the clip search (llm-awq's n_sample_token)
@@ -239,14 +239,14 @@ def _forward_capturing(layer: Any, prefix: str, x: Any, rope: Any) -> tuple[Any,
 
 
 def _search_clip(weight: Any, inp: Any, block: int, n_grid: int) -> Any:
-    """Best max |w| per (output channel, block): float32 [out, in/block]."""
+    """Best max |w| per (output channel, block): float32 [out, ceil(in/block)]."""
     import torch
 
-    out_f, in_f = weight.shape
-    x = inp.reshape(inp.shape[0], in_f // block, block).transpose(0, 1)  # [G, t, B]
+    out_f = weight.shape[0]
+    x = padded_blocks(inp, block).transpose(0, 1)  # [G, t, B]; zero inputs in a padded tail
     best_all = []
     for lo in range(0, out_f, OC_CHUNK):
-        w = weight[lo : lo + OC_CHUNK].reshape(-1, in_f // block, block)  # [o, G, B]
+        w = padded_blocks(weight[lo : lo + OC_CHUNK], block)  # [o, G, B]
         ref = torch.bmm(x, w.permute(1, 2, 0))  # [G, t, o]: each block's partial outputs
         max0 = w.abs().amax(-1, keepdim=True)  # [o, G, 1]
         best, best_err = max0.clone(), torch.full_like(max0, float("inf"))
@@ -261,7 +261,6 @@ def _search_clip(weight: Any, inp: Any, block: int, n_grid: int) -> Any:
 
 
 def _apply_clip(weight: Any, max_val: Any, block: int) -> None:
-    out_f, in_f = weight.shape
-    blocks = weight.view(out_f, in_f // block, block)
-    bound = max_val[..., None]
-    blocks.copy_(blocks.clamp(min=-bound, max=bound))
+    in_f = weight.shape[1]
+    bound = max_val.repeat_interleave(block, dim=1)[:, :in_f]  # [out, in]: each block's bound per column
+    weight.copy_(weight.clamp(min=-bound, max=bound))

@@ -1,11 +1,11 @@
 """The int4 grid of ONNX Runtime's MatMulNBits quantizer, emulated in torch.
 
 The model builder quantizes every MatMul weight with onnxruntime's `quantize_matmul_4bits` (MLAS
-blockwise quantization). Measured against that kernel (tests/test_awq.py), its symmetric mode is:
-blocks of `block_size` consecutive input channels per output channel (rows of an HF `nn.Linear`
-weight `[out, in]`); `vmax` = the block's max if |max| > |min|, else its min (so on a tie the
-negative extreme wins); `scale = vmax / -8`; `code = clamp(round(w / scale), -8, 7)`; dequantized
-`code * scale`.
+blockwise quantization). Measured against that kernel (tests/test_awq_search.py), its symmetric
+mode is: blocks of `block_size` consecutive input channels per output channel (rows of an HF
+`nn.Linear` weight `[out, in]`; a ragged last block is zero-padded); `vmax` = the block's max if
+|max| > |min|, else its min (so on a tie the negative extreme wins); `scale = vmax / -8`;
+`code = clamp(round(w / scale), -8, 7)`; dequantized `code * scale`.
 So the largest-magnitude value is represented exactly (code -8) and the grid is [-8, 7] x scale.
 """
 
@@ -14,13 +14,22 @@ from __future__ import annotations
 from typing import Any
 
 
+def padded_blocks(weight: Any, block_size: int) -> Any:
+    """[out, in] -> [out, ceil(in/block), block], the last block zero-padded (as onnxruntime does:
+    SmolLM2's 576-wide inputs make 4.5 blocks of 128; zeros never change a block's max or min sign)."""
+    import torch
+
+    out_f, in_f = weight.shape
+    pad = -in_f % block_size
+    if pad:
+        weight = torch.nn.functional.pad(weight, (0, pad))
+    return weight.reshape(out_f, -1, block_size)
+
+
 def fake_quant(weight: Any, block_size: int) -> Any:
     """Dequantized int4 weight [out, in] (float32), exactly as ONNX Runtime would compute it."""
     out_f, in_f = weight.shape
-    if in_f % block_size:
-        raise ValueError(f"input width {in_f} is not a multiple of block size {block_size}")
-    blocks = weight.reshape(out_f, in_f // block_size, block_size)
-    return fake_quant_blocks(blocks).reshape(out_f, in_f)
+    return fake_quant_blocks(padded_blocks(weight, block_size)).reshape(out_f, -1)[:, :in_f]
 
 
 def fake_quant_blocks(blocks: Any) -> Any:

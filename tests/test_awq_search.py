@@ -16,23 +16,25 @@ def ort_dequant(weight: np.ndarray, block: int) -> np.ndarray:
     from onnxruntime.capi._pybind_state import quantize_matmul_4bits
 
     n, k = weight.shape  # HF [out, in]; the quantizer takes the MatMul weight [in, out]
-    kb = k // block
+    kb = -(-k // block)  # a ragged last block is padded by the quantizer
     packed = np.zeros((n, kb, block // 2), np.uint8)
     zero = np.zeros((n, (kb + 1) // 2), np.uint8)
     scales = np.zeros((n, kb), np.float32)
     quantize_matmul_4bits(packed, np.ascontiguousarray(weight.T), scales, zero, block, n, k, True)
-    codes = np.stack([packed & 15, packed >> 4], -1).reshape(n, kb, block).astype(np.float32) - 8
-    return (codes * scales[..., None]).reshape(n, k)
+    codes = np.stack([packed & 15, packed >> 4], -1).reshape(n, kb * block).astype(np.float32) - 8
+    return codes[:, :k] * np.repeat(scales, block, axis=1)[:, :k]
 
 
-@pytest.mark.parametrize("block", [32, 128])
-def test_fake_quant_equals_onnxruntime_quantizer(block: int) -> None:
+@pytest.mark.parametrize(("block", "width"), [(32, 512), (128, 512), (128, 576)],
+                         ids=["b32", "b128", "b128-ragged"])  # SmolLM2: 576 inputs = 4.5 blocks of 128
+def test_fake_quant_equals_onnxruntime_quantizer(block: int, width: int) -> None:
     import torch
 
-    w = np.random.default_rng(block).normal(size=(96, 512)).astype(np.float32)
+    w = np.random.default_rng(block).normal(size=(96, width)).astype(np.float32)
     w[0, :block] = 0.5  # constant block
     w[1, :block] = np.clip(w[1, :block], -0.3, 0.3)  # |max| == |min|: the negative extreme wins
     w[2, :block] = 0.0  # all-zero block
+    w[3, -(width % block or block):] = np.abs(w[3, -(width % block or block):])  # one-signed last block
     np.testing.assert_array_equal(fake_quant(torch.from_numpy(w), block).numpy(), ort_dequant(w, block))
 
 
@@ -115,3 +117,17 @@ def test_non_llama_is_refused() -> None:
 
     with pytest.raises(ModelError, match="Llama-architecture"):
         search_awq(NotLlama(), None, 32)
+
+
+def test_ragged_blocks(calib: object) -> None:
+    """Block 256 on the tiny model's 128-wide inputs: zero-padded half blocks, as onnxruntime pads
+    SmolLM2's 576-wide inputs for block 128. Search and apply run, and the clip plan covers them."""
+    from tiny import make_tiny_llama
+
+    model = make_tiny_llama()
+    plan = search_awq(model, calib, 256)
+    assert plan.clips["model.layers.0.mlp.gate_proj"].shape == (256, 1)  # 128 inputs -> 1 padded block
+    assert plan.clips["model.layers.0.mlp.down_proj"].shape == (128, 1)  # 256 inputs -> 1 full block
+    apply_awq(model, plan)
+    gate = model.model.layers[0].mlp.gate_proj.weight
+    assert bool((gate.abs() <= plan.clips["model.layers.0.mlp.gate_proj"] + 1e-7).all())
