@@ -76,23 +76,14 @@ def print_results(console: Console, runs: list[RunResult], extra: list[Any] | No
 
 def quality_table(doc: dict[str, Any], checks: list[Any]) -> Table:
     """The published-table layout: variant, dataset, base PPL, quantized PPL, difference, verdict."""
-    from .compare import find_run
+    from .reports import QUALITY_COLUMNS, quality_cells, quality_rows
 
     table = Table(title="Quantization quality (vs ORT base)")
-    for col in ("variant", "dataset", "base PPL", "variant PPL", "ΔPPL", "ΔPPL %", "size MB", "result"):
+    for col in QUALITY_COLUMNS:
         table.add_column(col, justify="left" if col in ("variant", "dataset", "result") else "right")
-    base_runner = "ort" if any(r["runner"] == "ort" and r["variant"] == "base" for r in doc["runs"]) else "torch"
-    for name, info in doc.get("variants", {}).items() or []:
-        for ds in sorted({r["dataset"] for r in doc["runs"]}):
-            base, run = find_run(doc, "base", base_runner, ds), find_run(doc, name, "ort", ds)
-            mine = [c for c in checks if c.variant == name and c.dataset == ds]
-            result = "[green]PASS" if mine and all(c.passed for c in mine) else "[red]FAIL"
-            if base and run:
-                d = run["ppl"] - base["ppl"]
-                table.add_row(name, ds, f"{base['ppl']:.4f}", f"{run['ppl']:.4f}", f"{d:+.4f}",
-                              f"{100 * d / base['ppl']:+.2f}%", f"{info.get('size_mb', 0):.1f}", result)
-            else:
-                table.add_row(name, ds, "—", "—", "—", "—", "—", result)
+    for row in quality_rows(doc, checks):
+        cells = quality_cells(row)
+        table.add_row(*cells[:-1], ("[green]" if row["passed"] else "[red]") + cells[-1])
     return table
 
 

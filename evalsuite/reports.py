@@ -47,12 +47,55 @@ def verdict_line(checks: list[Check]) -> str:
            f"{NAMES.get(first.name, first.name)})"
 
 
+def quality_rows(doc: dict[str, Any], checks: list[Check]) -> list[dict[str, Any]]:
+    """One row per variant x dataset in the published-table layout (base PPL, variant PPL, ΔPPL with
+    its paired 95 % interval, KLD, same-top, size, verdict). Values are None where a run is missing."""
+    from .compare import find_run
+
+    base_runner = "ort" if any(r["runner"] == "ort" and r["variant"] == "base" for r in doc["runs"]) else "torch"
+    rows = []
+    for name, info in (doc.get("variants") or {}).items():
+        for ds in sorted({r["dataset"] for r in doc["runs"]}):
+            base, run = find_run(doc, "base", base_runner, ds), find_run(doc, name, "ort", ds)
+            mine = [c for c in checks if c.variant == name and c.dataset == ds]
+            row: dict[str, Any] = {"variant": name, "dataset": ds, "size_mb": info.get("size_mb"),
+                                   "passed": bool(mine) and all(c.passed for c in mine)}
+            if base and run:
+                m = run.get("metrics", {})
+                row |= {"base_ppl": base["ppl"], "ppl": run["ppl"], "dppl": run["ppl"] - base["ppl"],
+                        "rel": (run["ppl"] - base["ppl"]) / base["ppl"], "ci": (m.get("dppl_ci95_low"),
+                        m.get("dppl_ci95_high")), "kld": m.get("kld_mean"), "same_top": m.get("same_top")}
+            rows.append(row)
+    return rows
+
+
+def quality_cells(row: dict[str, Any]) -> list[str]:
+    """Text cells for QUALITY_COLUMNS (shared by the rich table and the Markdown summary)."""
+    if "ppl" not in row:
+        return [row["variant"], row["dataset"], *["—"] * 7, "PASS" if row["passed"] else "FAIL"]
+    lo, hi = row["ci"]
+    ci = f"[{lo:+.2f}, {hi:+.2f}]" if lo is not None and hi is not None else "—"
+    return [row["variant"], row["dataset"], f"{row['base_ppl']:.4f}", f"{row['ppl']:.4f}",
+            f"{row['dppl']:+.4f} ({100 * row['rel']:+.2f}%)", ci,
+            f"{row['kld']:.4f}" if row["kld"] is not None else "—",
+            f"{100 * row['same_top']:.1f}%" if row["same_top"] is not None else "—",
+            f"{row['size_mb']:.1f}" if row["size_mb"] is not None else "—", "PASS" if row["passed"] else "FAIL"]
+
+
+QUALITY_COLUMNS = ("variant", "dataset", "base PPL", "variant PPL", "ΔPPL", "ΔPPL 95% CI", "KLD mean", "same top",
+                   "size MB", "result")
+
+
 def markdown(doc: dict[str, Any], checks: list[Check]) -> str:
     lines = ["## evalsuite gate", "", f"**{verdict_line(checks)}**", "",
              "| model | dataset | variant | runner | PPL | tokens | tok/s |", "|---|---|---|---|---:|---:|---:|"]
     for r in doc.get("runs", []):
         lines.append(f"| {r['model']} | {r['dataset']} | {r['variant']} | {r['runner']} | {r['ppl']:.4f} | "
                      f"{r['tokens_scored']} | {r['tokens_per_s']:.0f} |")
+    rows = quality_rows(doc, checks)
+    if rows:
+        lines += ["", "| " + " | ".join(QUALITY_COLUMNS) + " |", "|---|---|" + "---:|" * 7 + "---|"]
+        lines += ["| " + " | ".join(quality_cells(r)) + " |" for r in rows]
     lines += ["", "| check | variant | dataset | value | threshold | result |", "|---|---|---|---:|---:|---|"]
     for c in checks:
         result = "PASS" if c.passed else f"**FAIL**{' — ' + c.detail if c.detail else ''}"

@@ -128,6 +128,10 @@ def test_gate_exit_codes_and_reports(tmp_path: Path, kind: str, code: int, capsy
     md = (tmp_path / "g.md").read_text()
     assert md.startswith("## evalsuite gate") and ("PASS" if code == 0 else "FAIL") in md
     assert summary.read_text() == md
+    if kind == "good":  # the published-table row: base, variant, difference, size, verdict
+        assert "| rtn | wikitext2 | 20.0001 | 21.5000 | +1.4999 (+7.50%) | — | — | — | 1.0 | PASS |" in md
+    if kind == "scoring-error":  # the variant's missing wikitext2 run shows as a failed, empty row
+        assert "| rtn | wikitext2 | — | — | — | — | — | — | — | FAIL |" in md
     assert ("PASS: all" if code == 0 else "FAIL:") in capsys.readouterr().out
 
 
