@@ -151,3 +151,10 @@ def test_lm_head_policy(tiny_llama_dir: Path, cache: Path, lm_head: str, want_nb
     assert sum(n.op_type == "MatMulNBits" for n in graph.node) >= 7  # the decoder stays int4 either way
     tokens = np.random.default_rng(1).integers(0, 300, 80)
     assert np.isfinite(score_stream(OrtRunner(folder), tokens, plan_windows(80, 64, 32))[1:]).all()
+
+
+def test_unavailable_provider_is_a_usage_error(fp32_dir: Path) -> None:
+    from evalsuite.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"CUDAExecutionProvider is not available .*use --provider cpu"):
+        OrtRunner(fp32_dir, "cuda")
