@@ -235,7 +235,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                         f"stride {b['stride']}, {b['threads']} threads")
     for col in ("runner", "tok/s", "peak RSS MB", "PPL"):
         table.add_column(col, justify="left" if col == "runner" else "right")
-    for r in [*b["runners"], b["rss_long"]]:
+    for r in [*b["runners"], b["rss_long"], b["rss_wide"]]:
         table.add_row(r["runner"], f"{r.get('tokens_per_s', 0):.0f}", f"{r.get('peak_rss_mb', 0):.0f}",
                       f"{r.get('ppl', 0):.4f}" if "ppl" in r else r.get("error", ""))
     console = report.console()

@@ -7,12 +7,18 @@ kl = KL(base || variant) in nats (from both full rows), dp = p_variant(target) -
 p_base(target), same_top = 1.0 when both argmaxes agree.
 
 Precision: logits arrive as float32. Each row is shifted by its max (so exp <= 1), exponentiated
-in float32 and summed in float64; log-sum-exp, NLL and KL are then formed in float64. The float32
-exp contributes a relative error below 1e-7 per term, far under the 1e-4 ORT-vs-torch parity
-tolerance, and keeps the per-window cost small beside the model's own run (see `nox -s bench`).
+in float32 and summed in float64 (`row_sums`); log-sum-exp, NLL and KL are then formed in float64,
+and every total over tokens is float64. The float32 exp contributes ~1e-7 relative error per term
+(measured: KL within 4.3e-7 relative, 3e-8 nats, of an all-float64 reference), far under the 1e-4
+ORT-vs-torch parity tolerance, and keeps the per-window cost small beside the model's own run
+(see `nox -s bench`).
 """
 
 from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -20,26 +26,42 @@ from .errors import ScoringError
 
 SOLO = ("nll", "top1", "top5")
 PAIRED = (*SOLO, "kl", "dp", "same_top")
-CHUNK_ROWS = 64  # rows processed at a time: 64 x 49,152 x 4 B = 12.6 MB per temporary
+CHUNK_ROWS = 64  # rows processed at a time: 64 x 49,152 x 4 B = 12.6 MB per temporary (a few per thread)
+_POOL: ThreadPoolExecutor | None = None
 
 
-def _shifted(rows: np.ndarray, first_row: int) -> tuple[np.ndarray, np.ndarray]:
-    """(rows - row max) in float32 [r, V] and log-sum-exp of the shifted rows in float64 [r]."""
+def _shifted(rows: np.ndarray, first_row: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows - row max) and its exp, both float32 [r, V], and log-sum-exp of the shifted rows in
+    float64 [r]."""
     rows = np.asarray(rows, dtype=np.float32)
     peak = rows.max(axis=1, keepdims=True)
-    if not np.isfinite(peak).all() or not np.isfinite(rows.min(axis=1)).all():
-        bad = first_row + int(np.argwhere(~(np.isfinite(peak[:, 0]) & np.isfinite(rows.min(axis=1))))[0, 0])
-        raise ScoringError(f"non-finite logits (NaN/Inf) at scored row {bad}; the model overflows "
-                           "(try fp32 or another variant)")
+    _finite(np.column_stack([peak[:, 0], rows.min(axis=1)]), first_row)  # any NaN/Inf in a row
     shifted = rows - peak
-    lse = np.log(np.exp(shifted).sum(axis=1, dtype=np.float64))
-    return shifted, lse
+    e = np.exp(shifted)
+    return shifted, e, np.log(row_sums(e))
+
+
+def row_sums(e: np.ndarray) -> np.ndarray:
+    """float64 [r] row sums of float32 [r, V], every term converted to float64. (float32 partial
+    sums were measured 25 % faster on one core but raised the KL error tenfold, to 2.5e-7 nats.)"""
+    return e.sum(axis=1, dtype=np.float64)
+
+
+def _finite(values: np.ndarray, first_row: int) -> None:
+    """Raise on the first row (of `values`, [r] or [r, c]) holding a NaN or an infinity."""
+    bad = ~np.isfinite(values)
+    if values.ndim > 1:
+        bad = bad.any(axis=1)
+    if bad.any():
+        row = first_row + int(np.argmax(bad))
+        raise ScoringError(f"non-finite logits (NaN/Inf) at scored row {row}; the model overflows "
+                           "(try fp32 or another variant)")
 
 
 def _solo(shifted: np.ndarray, lse: np.ndarray, targets: np.ndarray) -> np.ndarray:
     idx = np.arange(targets.shape[0])
     picked = shifted[idx, targets]
-    rank = (shifted > picked[:, None]).sum(axis=1)  # how many tokens beat the target
+    rank = np.count_nonzero(shifted > picked[:, None], axis=1)  # how many tokens beat the target
     nll = lse - picked.astype(np.float64)
     return np.stack([nll, (rank == 0).astype(np.float64), (rank < 5).astype(np.float64)], axis=1)
 
@@ -50,13 +72,27 @@ def _check(logits: np.ndarray, targets: np.ndarray) -> None:
                            "the model's output is not per-position logits")
 
 
+def _chunks(n: int, fill: Callable[[int], None]) -> None:
+    """Run fill(lo) for each CHUNK_ROWS-row chunk, spread over the cores: the model is idle while a
+    window's logits are reduced, and numpy releases the GIL in these loops. Chunks write disjoint
+    rows, so results do not depend on the thread count; errors surface for the first bad chunk."""
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="tokenstats")
+    list(_POOL.map(fill, range(0, n, CHUNK_ROWS)))
+
+
 def solo_stats(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """float64 [k, len(SOLO)] from float32 logits [k, V] whose row i predicts targets[i]."""
     _check(logits, targets)
     out = np.empty((targets.shape[0], len(SOLO)))
-    for lo in range(0, targets.shape[0], CHUNK_ROWS):
-        shifted, lse = _shifted(logits[lo : lo + CHUNK_ROWS], lo)
+
+    def fill(lo: int) -> None:
+        shifted, _, lse = _shifted(logits[lo : lo + CHUNK_ROWS], lo)
         out[lo : lo + CHUNK_ROWS] = _solo(shifted, lse, targets[lo : lo + CHUNK_ROWS])
+        _finite(out[lo : lo + CHUNK_ROWS], lo)
+
+    _chunks(targets.shape[0], fill)
     return out
 
 
@@ -65,16 +101,19 @@ def paired_stats(base_logits: np.ndarray, logits: np.ndarray, targets: np.ndarra
     _check(logits, targets)
     _check(base_logits, targets)
     out = np.empty((targets.shape[0], len(PAIRED)))
-    for lo in range(0, targets.shape[0], CHUNK_ROWS):
+
+    def fill(lo: int) -> None:
         t = targets[lo : lo + CHUNK_ROWS]
-        sv, lse_v = _shifted(logits[lo : lo + CHUNK_ROWS], lo)
-        sb, lse_b = _shifted(base_logits[lo : lo + CHUNK_ROWS], lo)
+        sv, _, lse_v = _shifted(logits[lo : lo + CHUNK_ROWS], lo)
+        sb, eb, lse_b = _shifted(base_logits[lo : lo + CHUNK_ROWS], lo)
         idx = np.arange(t.shape[0])
-        # KL = sum p_b (log p_b - log p_v) = E_pb[sb - sv] - lse_b + lse_v, with p_b = exp(sb - lse_b)
-        pb_unnorm = np.exp(sb)
-        cross = (pb_unnorm * (sb - sv)).sum(axis=1, dtype=np.float64) / pb_unnorm.sum(axis=1, dtype=np.float64)
+        # KL = sum p_b (log p_b - log p_v) = E_pb[sb - sv] - lse_b + lse_v, with p_b = exp(sb) / exp(lse_b)
+        cross = row_sums(eb * (sb - sv)) / np.exp(lse_b)
         kl = cross - lse_b + lse_v
         dp = np.exp(sv[idx, t] - lse_v) - np.exp(sb[idx, t] - lse_b)
         same = (sv.argmax(axis=1) == sb.argmax(axis=1)).astype(np.float64)
         out[lo : lo + CHUNK_ROWS] = np.column_stack([_solo(sv, lse_v, t), np.maximum(kl, 0.0), dp, same])
+        _finite(out[lo : lo + CHUNK_ROWS], lo)
+
+    _chunks(targets.shape[0], fill)
     return out
