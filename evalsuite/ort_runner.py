@@ -3,7 +3,8 @@
 Inputs are discovered from the session: `input_ids` [1, m] int64, `attention_mask` [1, m] (no past),
 `position_ids` [1, m] when present, and every `past_key_values.N.key/value` fed empty
 [1, kv_heads, 0, head_size] in the session's dtype (head size from `genai_config.json` when the
-graph leaves it symbolic). Only `logits` ([1, m, V]) is fetched, not the present.* KV outputs.
+graph leaves it symbolic). Only `logits` is fetched, not the present.* KV outputs: [1, k, V] for the
+k scored positions when the lm_head can be sliced (logits_tail.py), else [1, m, V].
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ModelError, ScoringError, UsageError
+from .logits_tail import KEEP_INPUT
 from .onnx_export import check_external_data, resolve_onnx
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "dml": "DmlExecutionProvider"}
@@ -48,21 +50,46 @@ class OrtRunner:
     name = "ort"
     identity: dict[str, Any] | None = None
 
-    def __init__(self, model_dir: Path, provider: str = "cpu", threads: int | None = None) -> None:
-        import onnxruntime as ort
-
+    def __init__(self, model_dir: Path, provider: str = "cpu", threads: int | None = None,
+                 tail: bool = True) -> None:
+        """`tail`: compute the lm_head only for the scored positions (logits_tail.py) when the graph
+        allows it; False runs the model file exactly as it is (the benchmark's bare baseline)."""
         self.model = resolve_onnx(Path(model_dir))
         check_external_data(self.model)
+        providers = [provider_name(provider)]
+        sliced = self._tail_session(threads, providers) if tail else None
+        self.keep = sliced is not None  # feeds carry KEEP_INPUT; logits come back [1, k, V]
+        self.session: Any = sliced if sliced is not None else self._open(str(self.model), session_options(threads),
+                                                                          providers)
+        self.feeds_spec = self._discover()
+        self.vocab_size = self._probe()
+
+    def _open(self, model: str | bytes, options: Any, providers: list[str]) -> Any:
+        import onnxruntime as ort
+
         try:
-            self.session = ort.InferenceSession(str(self.model), session_options(threads),
-                                                providers=[provider_name(provider)])
-        except (UsageError, ModelError):
-            raise
+            return ort.InferenceSession(model, options, providers=providers)
         except Exception as err:
             raise ModelError(f"ONNX Runtime cannot load {self.model}: {str(err).splitlines()[0][:240]}; "
                              "rebuild the model or check the onnxruntime version") from None
-        self.feeds_spec = self._discover()
-        self.vocab_size = self._probe()
+
+    def _tail_session(self, threads: int | None, providers: list[str]) -> Any:
+        """A session on the head-sliced graph, or None when the graph has no plain lm_head."""
+        from .logits_tail import tail_model
+
+        try:
+            graph = tail_model(self.model)
+        except Exception:  # not parseable by onnx: let ONNX Runtime report it on the plain path
+            return None
+        if graph is None:
+            return None
+        options = session_options(threads)
+        options.add_session_config_entry("session.model_external_initializers_file_folder_path",
+                                         str(self.model.parent))
+        try:
+            return self._open(graph, options, providers)
+        except ModelError:  # the plain path reports the real problem, or works
+            return None
 
     def _discover(self) -> dict[str, Any]:
         names = {i.name: i for i in self.session.get_inputs()}
@@ -87,10 +114,13 @@ class OrtRunner:
         decoder = json.loads(cfg.read_text()).get("model", {}).get("decoder", {})
         return decoder.get("head_size")
 
-    def feeds(self, input_ids: np.ndarray) -> dict[str, np.ndarray]:
-        """ONNX Runtime inputs for one window of token ids (int64 [m]), no KV cache."""
+    def feeds(self, input_ids: np.ndarray, k: int | None = None) -> dict[str, np.ndarray]:
+        """ONNX Runtime inputs for one window of token ids (int64 [m]), no KV cache; with a
+        head-sliced graph, logits for the last k positions (default: all m)."""
         m = int(input_ids.shape[0])
         feeds = {"input_ids": np.ascontiguousarray(input_ids, dtype=np.int64).reshape(1, m)}
+        if self.keep:
+            feeds[KEEP_INPUT] = np.array([m if k is None else k], dtype=np.int64)
         if self.feeds_spec["mask"]:
             feeds["attention_mask"] = np.ones((1, m), dtype=np.int64)
         if self.feeds_spec["position_ids"]:
@@ -109,9 +139,10 @@ class OrtRunner:
 
     def logits(self, input_ids: np.ndarray, k: int) -> np.ndarray:
         """input_ids int64 [m] -> float32 logits [k, V] of the last k positions."""
-        out = self.session.run(["logits"], self.feeds(input_ids))[0]
-        if out.shape[1] != input_ids.shape[0]:
-            raise ScoringError(f"model returned logits for {out.shape[1]} of {input_ids.shape[0]} positions")
+        out = self.session.run(["logits"], self.feeds(input_ids, k))[0]
+        want = k if self.keep else input_ids.shape[0]
+        if out.shape[1] != want:
+            raise ScoringError(f"model returned logits for {out.shape[1]} positions, expected {want}")
         return np.asarray(out[0, -k:], dtype=np.float32)
 
     def check_vocab(self, tokenizer_vocab: int) -> None:

@@ -158,3 +158,17 @@ def test_unavailable_provider_is_a_usage_error(fp32_dir: Path) -> None:
 
     with pytest.raises(UsageError, match=r"CUDAExecutionProvider is not available .*use --provider cpu"):
         OrtRunner(fp32_dir, "cuda")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int4"])
+def test_sliced_head_is_bit_identical(tiny_llama_dir: Path, cache: Path, precision: str) -> None:
+    """The head-sliced graph returns exactly the last k rows of the full graph's logits."""
+    opts = {"block_size": "32", "accuracy_level": "4", "is_symmetric": "true"} if precision == "int4" else None
+    folder = build_onnx(tiny_llama_dir, precision, opts, cache=cache)
+    sliced, plain = OrtRunner(folder, threads=2), OrtRunner(folder, threads=2, tail=False)
+    assert sliced.keep and not plain.keep
+    ids = np.random.default_rng(2).integers(0, 300, 96)
+    for k in (1, 40, 96):
+        got = sliced.logits(ids, k)
+        assert got.shape == (k, 320)
+        np.testing.assert_array_equal(got, plain.logits(ids, k))
