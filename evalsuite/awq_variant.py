@@ -41,7 +41,7 @@ def calibration_ids(source: ModelSource, cal: Calibration, data_dir: Path | None
 def awq_folder(source: ModelSource, v: VariantCfg, suite: Suite, provenance: dict[str, Any]) -> Path:
     data_dir = Path(provenance["data_dir"]) if provenance.get("data_dir") else None
     key = key_of({"source": source_hash(source.path), "calibration": vars(v.calibration),
-                  "block": v.block_size, "grid": N_GRID, "v": versions(), "algo": 2})
+                  "block": v.block_size, "grid": N_GRID, "v": versions(), "algo": 3})
     out = cache_root() / "awq" / key
     if (out / "awq_info.json").is_file():
         return out

@@ -35,6 +35,8 @@ def test_fake_quant_equals_onnxruntime_quantizer(block: int, width: int) -> None
     w[1, :block] = np.clip(w[1, :block], -0.3, 0.3)  # |max| == |min|: the negative extreme wins
     w[2, :block] = 0.0  # all-zero block
     w[3, -(width % block or block):] = np.abs(w[3, -(width % block or block):])  # one-signed last block
+    w[4, :block] = 0.0  # exact halves: scale 1, so w * r + 8 lands on x.5 and roundf rounds it up
+    w[4, :6] = [-8.0, 2.5, -2.5, 1.5, 0.5, np.nextafter(np.float32(2.5), np.float32(0))]
     np.testing.assert_array_equal(fake_quant(torch.from_numpy(w), block).numpy(), ort_dequant(w, block))
 
 
