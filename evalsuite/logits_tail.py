@@ -52,4 +52,4 @@ def tail_model(model: Path) -> bytes | None:
     for out in graph.output:
         if out.name == "logits" and len(out.type.tensor_type.shape.dim) == 3:
             out.type.tensor_type.shape.dim[1].dim_param = "logits_kept"
-    return bytes(proto.SerializeToString())
+    return proto.SerializeToString()
