@@ -112,6 +112,7 @@ def bench(suite: Any, data_dir: Path | None, max_tokens: int, timing_args: list[
     import dataclasses
 
     from . import model_source
+    from .cpu import cpu_info
     from .suite import build_base_onnx, load_streams, load_texts
     from .variants import build_variant
 
@@ -137,7 +138,7 @@ def bench(suite: Any, data_dir: Path | None, max_tokens: int, timing_args: list[
                 **run_child("ort", base_onnx, wide, int(wide.shape[0]) - 1, int(wide.shape[0]) - 1, threads)}
     out: dict[str, Any] = {
         "dataset": stream.label, "tokens": int(tokens.shape[0]), "window": ev.window, "stride": ev.stride,
-        "threads": threads, "runners": rows, "rss_long": long_row, "rss_wide": wide_row,
+        "threads": threads, "cpu": cpu_info(), "runners": rows, "rss_long": long_row, "rss_wide": wide_row,
         "overhead": overhead(base_onnx, tokens, ev.window, ev.stride, threads),
         "logits_mb_per_window": ev.window * stream.tokenizer_vocab * 4 / 1e6,
         "logits_mb_window_2048": 2048 * stream.tokenizer_vocab * 4 / 1e6,
@@ -150,7 +151,8 @@ def bench(suite: Any, data_dir: Path | None, max_tokens: int, timing_args: list[
 
 def verdicts(b: dict[str, Any]) -> list[str]:
     """One line per target or measured fact."""
-    lines = []
+    cpu = b["cpu"]
+    lines = [f"CPU: {cpu['model']} ({cpu['cores']} cores; MLAS-relevant ISA: {', '.join(cpu['isa']) or 'none'})"]
     ratio = b["overhead"]["ratio"]
     lines.append(f"suite ORT throughput = {ratio:.3f} x bare session.run "
                  f"({'meets' if ratio >= TARGET_RATIO else 'MISSES'} the {TARGET_RATIO} target)")

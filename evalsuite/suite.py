@@ -13,6 +13,7 @@ import numpy as np
 from . import data, model_source
 from .cache import package_versions
 from .config import Suite
+from .cpu import cpu_info, cpu_key
 from .errors import DataError, ModelError, ScoringError
 from .evaluate import Lane, Runner, RunResult, new_lane, score_lanes, summarize
 from .journal import Journal, journal_path
@@ -163,7 +164,7 @@ def _torch_runner(suite: Suite, source: model_source.ModelSource) -> Runner:
 
     runner = TorchRunner(source.path, suite.eval.threads, suite.model.trust_remote_code)
     runner.identity = {"runner": "torch", "model": source.origin_sha256, "threads": suite.eval.threads,
-                       "versions": package_versions(("torch", "transformers"))}
+                       "versions": package_versions(("torch", "transformers")), "cpu": cpu_key()}
     return runner
 
 
@@ -171,8 +172,11 @@ def _ort_runner(suite: Suite, onnx_dir: Path) -> Runner:
     from .ort_runner import OrtRunner
 
     runner = OrtRunner(onnx_dir, suite.eval.provider, suite.eval.threads)
+    # The CPU's ISA is part of the identity: MLAS kernels (int4 above all) round differently per ISA,
+    # so per-window records from one CPU are never reused on another (a cache shared across machines).
     runner.identity = {"runner": "ort", "model": onnx_identity(onnx_dir), "provider": suite.eval.provider,
-                       "threads": suite.eval.threads, "versions": package_versions(("onnxruntime",))}
+                       "threads": suite.eval.threads, "versions": package_versions(("onnxruntime",)),
+                       "cpu": cpu_key()}
     return runner
 
 
@@ -294,4 +298,5 @@ def provenance(source: model_source.ModelSource, streams: list[Stream]) -> dict[
         "packages": versions,
         "python": platform.python_version(),
         "machine": platform.machine(),
+        "cpu": cpu_info(),
     }

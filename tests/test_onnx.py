@@ -67,7 +67,9 @@ def test_int4_builds_and_scores(tiny_llama_dir: Path, cache: Path, acc: str) -> 
     windows = plan_windows(100, 64, 32)
     nll = score_stream(OrtRunner(folder), tokens, windows)
     assert np.isfinite(nll[1:]).all()
-    again = score_stream(OrtRunner(folder), tokens, windows)  # a new session: same kernels, same numbers
+    # A new session on the same CPU, same shapes and thread count runs the same MLAS kernels in the same
+    # order, so the numbers repeat exactly; this never compares two CPUs, two shapes or two thread counts.
+    again = score_stream(OrtRunner(folder), tokens, windows)
     np.testing.assert_array_equal(again, nll)
 
 
@@ -160,15 +162,31 @@ def test_unavailable_provider_is_a_usage_error(fp32_dir: Path) -> None:
         OrtRunner(fp32_dir, "cuda")
 
 
+# int4 (MatMulNBits, accuracy level 4) quantizes the activations to int8 per block and MLAS picks its
+# kernel tiling by the number of rows M: on AVX2-only CPUs M = k rows and M = m rows take different
+# tilings, whose float accumulation order differs (measured on an AVX2 EPYC: 271 of 320 logits of a
+# window differ, max |Δlogit| 1.7e-6; on AVX-512 VNNI: 0 differ). 1e-4 is ~60x that measured gap and
+# ~1e4x below the int4-vs-fp32 differences the gate measures; per-token NLL follows within the same bound.
+SLICED_INT4_ATOL = 1e-4
+
+
 @pytest.mark.parametrize("precision", ["fp32", "int4"])
-def test_sliced_head_is_bit_identical(tiny_llama_dir: Path, cache: Path, precision: str) -> None:
-    """The head-sliced graph returns exactly the last k rows of the full graph's logits."""
+def test_sliced_head_matches_full_graph(tiny_llama_dir: Path, cache: Path, precision: str) -> None:
+    """The head-sliced graph returns the last k rows of the full graph's logits: bit-identical for fp32
+    (the same sgemm kernel on every row; holds on AVX2 and AVX-512), within SLICED_INT4_ATOL for int4."""
+    from evalsuite.tokenstats import solo_stats
+
     opts = {"block_size": "32", "accuracy_level": "4", "is_symmetric": "true"} if precision == "int4" else None
     folder = build_onnx(tiny_llama_dir, precision, opts, cache=cache)
     sliced, plain = OrtRunner(folder, threads=2), OrtRunner(folder, threads=2, tail=False)
     assert sliced.keep and not plain.keep
-    ids = np.random.default_rng(2).integers(0, 300, 96)
+    ids = np.random.default_rng(2).integers(0, 300, 97)
     for k in (1, 40, 96):
-        got = sliced.logits(ids, k)
+        got, full = sliced.logits(ids[:-1], k), plain.logits(ids[:-1], k)
         assert got.shape == (k, 320)
-        np.testing.assert_array_equal(got, plain.logits(ids, k))
+        if precision == "fp32":
+            np.testing.assert_array_equal(got, full)
+            continue
+        np.testing.assert_allclose(got, full, rtol=0, atol=SLICED_INT4_ATOL)
+        nll_sliced, nll_full = solo_stats(got, ids[-k:])[:, 0], solo_stats(full, ids[-k:])[:, 0]
+        np.testing.assert_allclose(nll_sliced, nll_full, rtol=0, atol=SLICED_INT4_ATOL)
