@@ -1,3 +1,3 @@
-from .cli import entry
+from evalsuite.cli import entry
 
 entry()

@@ -29,17 +29,17 @@ TARGET_COLD_S, TARGET_WARM_S = 600.0, 180.0
 
 def child(kind: str, path: str, tokens_file: str, window: int, stride: int, threads: int) -> dict[str, Any]:
     """Runs inside the child process: score the windows with one runner; report speed and RSS."""
-    from .evaluate import new_lane, score_lanes
-    from .windows import plan_windows
+    from evalsuite.data.windows import plan_windows
+    from evalsuite.scoring.lanes import new_lane, score_lanes
 
     tokens = np.load(tokens_file)
     windows = plan_windows(int(tokens.shape[0]), window, stride)
     if kind == "torch":
-        from .torch_runner import TorchRunner
+        from evalsuite.models.torch_runner import TorchRunner
 
         runner: Any = TorchRunner(Path(path), threads)
     else:
-        from .ort_runner import OrtRunner
+        from evalsuite.models.ort_runner import OrtRunner
 
         runner = OrtRunner(Path(path), "cpu", threads)
     lane = new_lane(runner, "bench", False, int(tokens.shape[0]))
@@ -71,9 +71,9 @@ def overhead(onnx_dir: Path, tokens: np.ndarray, window: int, stride: int, threa
     Each window is timed bare and through the suite back to back, `repeats` times, keeping each
     one's fastest: on a shared 2-core VM, throughput drifts by 30 % over minutes, and timing the two
     paths in separate passes measured the drift rather than the overhead."""
-    from .evaluate import new_lane, score_lanes
-    from .ort_runner import OrtRunner
-    from .windows import plan_windows
+    from evalsuite.data.windows import plan_windows
+    from evalsuite.models.ort_runner import OrtRunner
+    from evalsuite.scoring.lanes import new_lane, score_lanes
 
     plain = OrtRunner(onnx_dir, "cpu", threads, tail=False)  # the model file exactly as given
     runner = OrtRunner(onnx_dir, "cpu", threads)
@@ -111,10 +111,10 @@ def bench(suite: Any, data_dir: Path | None, max_tokens: int, timing_args: list[
     """All measurements as data (printing is the caller's)."""
     import dataclasses
 
-    from . import model_source
-    from .cpu import cpu_info
-    from .suite import build_base_onnx, load_streams, load_texts
-    from .variants import build_variant
+    from evalsuite.cpu import cpu_info
+    from evalsuite.models import source as model_source
+    from evalsuite.quant.variants import build_variant
+    from evalsuite.suite import build_base_onnx, load_streams, load_texts
 
     ev = dataclasses.replace(suite.eval, datasets=suite.eval.datasets[:1], max_tokens=4 * max_tokens)
     suite = dataclasses.replace(suite, eval=ev)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import EvalsuiteError
+from evalsuite.errors import EvalsuiteError
 
 
 def cache_root() -> Path:

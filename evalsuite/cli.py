@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import __version__
-from .errors import EvalsuiteError, UsageError
+from evalsuite import __version__
+from evalsuite.errors import EvalsuiteError, UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -87,7 +87,7 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def suite_from_args(args: argparse.Namespace) -> Any:
-    from .config import load_suite
+    from evalsuite.config import load_suite
 
     suite = load_suite(args.config)
     ev = suite.eval
@@ -109,28 +109,30 @@ def suite_from_args(args: argparse.Namespace) -> Any:
 def score(args: argparse.Namespace, suite: Any) -> dict[str, Any]:
     """Run the suite and return the results document (printing the PPL table)."""
 
-    from . import data, report, results
-    from .suite import evaluate
+    from evalsuite.data import corpora
+    from evalsuite.gate import results
+    from evalsuite.report import terminal
+    from evalsuite.suite import evaluate, to_document
 
-    data_dir = data.resolve_data_dir(args.data_dir)
+    data_dir = corpora.resolve_data_dir(args.data_dir)
     reference = results.read(args.reference, "reference") if args.reference else None
-    evaluation = evaluate(suite, data_dir, report.RichProgress(report.console(stderr=True)), resume=not args.fresh,
+    evaluation = evaluate(suite, data_dir, terminal.RichProgress(terminal.console(stderr=True)), resume=not args.fresh,
                           shard=args.shard)
-    report.print_results(report.console(), evaluation.runs)
+    terminal.print_results(terminal.console(), evaluation.runs)
     for err in evaluation.errors:
         print(f"evalsuite: {err['variant']}/{err['runner']}: {err['message']}", file=sys.stderr)
-    doc = results.to_document(evaluation)
+    doc = to_document(evaluation)
     if getattr(args, "plot", None) is not None:
-        from .plots import write_plots
+        from evalsuite.report.plots import write_plots
 
         doc["plots"] = [str(p) for p in write_plots(evaluation, args.plot)]
     if reference is not None:
-        report.console().print(report.reference_table(reference, doc))
+        terminal.console().print(terminal.reference_table(reference, doc))
     return doc
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from . import results
+    from evalsuite.gate import results
 
     suite = suite_from_args(args)
     for out in (args.json_out,):
@@ -144,7 +146,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_gate(args: argparse.Namespace) -> int:
 
-    from . import compare, report, reports, results
+    from evalsuite.gate import results
+    from evalsuite.gate.checks import baseline_checks, compare, verdict
+    from evalsuite.report import ci, terminal
 
     suite = suite_from_args(args)
     for out in (args.json_out, args.junit, args.markdown):
@@ -154,15 +158,15 @@ def cmd_gate(args: argparse.Namespace) -> int:
                                       if suite.baseline.file and not args.no_baseline else None)
     baseline = results.read(baseline_path, "baseline") if baseline_path else None
     doc = results.read(args.results, "results") if args.results else score(args, suite)
-    checks = compare.compare(doc, suite)
+    checks = compare(doc, suite)
     if baseline is not None and baseline_path is not None:
-        checks += compare.baseline_checks(doc, baseline, suite.baseline.max_rel_regression, baseline_path.name)
-    doc = {**doc, "checks": [c.to_json() for c in checks], "passed": compare.verdict(checks)}
-    console = report.console()
+        checks += baseline_checks(doc, baseline, suite.baseline.max_rel_regression, baseline_path.name)
+    doc = {**doc, "checks": [c.to_json() for c in checks], "passed": verdict(checks)}
+    console = terminal.console()
     if doc.get("variants"):
-        console.print(report.quality_table(doc, checks))
-    console.print(report.checks_table(checks))
-    console.print(("[bold green]" if doc["passed"] else "[bold red]") + reports.verdict_line(checks))
+        console.print(terminal.quality_table(doc, checks))
+    console.print(terminal.checks_table(checks))
+    console.print(("[bold green]" if doc["passed"] else "[bold red]") + ci.verdict_line(checks))
     write_gate_outputs(args, doc, checks)
     return 0 if doc["passed"] else 1
 
@@ -170,7 +174,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
 def resolve_baseline(name: str, config: Path | None) -> Path:
     """A suite's baseline path: absolute, or relative to the working directory, the suite file's
     folder, or the project root / installed package (for the packaged default suite)."""
-    from .config import DEFAULT_SUITE
+    from evalsuite.config import DEFAULT_SUITE
 
     suite_dir = (config or DEFAULT_SUITE).resolve().parent
     path = Path(name).expanduser()
@@ -184,14 +188,15 @@ def resolve_baseline(name: str, config: Path | None) -> Path:
 
 
 def write_gate_outputs(args: argparse.Namespace, doc: dict[str, Any], checks: list[Any]) -> None:
-    from . import reports, results
-    from .cache import atomic_write_text
+    from evalsuite.cache import atomic_write_text
+    from evalsuite.gate import results
+    from evalsuite.report import ci
 
     if args.json_out is not None:
         results.write(args.json_out, doc)
     if args.junit is not None:
-        atomic_write_text(args.junit, reports.junit(checks))
-    md = reports.markdown(doc, checks)
+        atomic_write_text(args.junit, ci.junit(checks))
+    md = ci.markdown(doc, checks)
     if args.markdown is not None:
         atomic_write_text(args.markdown, md)
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
@@ -202,13 +207,15 @@ def write_gate_outputs(args: argparse.Namespace, doc: dict[str, Any], checks: li
 
 def cmd_merge(args: argparse.Namespace) -> int:
 
-    from . import merge, report, results
-    from .evaluate import RunResult
+    from evalsuite.gate import results
+    from evalsuite.report import terminal
+    from evalsuite.scoring import merge
+    from evalsuite.scoring.lanes import RunResult
 
     check_writable(args.json_out)
     doc = merge.merge([results.read(p, "shard") for p in args.shards])
     results.write(args.json_out, doc)
-    report.console().print(report.results_table([RunResult(**r) for r in doc["runs"]]))
+    terminal.console().print(terminal.results_table([RunResult(**r) for r in doc["runs"]]))
     return 1 if doc["errors"] else 0
 
 
@@ -217,9 +224,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from rich.table import Table
 
-    from . import data, report, results
-    from .bench import bench
-    from .config import load_suite
+    from evalsuite.bench import bench
+    from evalsuite.config import load_suite
+    from evalsuite.data import corpora
+    from evalsuite.gate import results
+    from evalsuite.report import terminal
 
     if args.max_tokens < 2:
         raise UsageError(f"--max-tokens must be at least 2, got {args.max_tokens}")
@@ -228,7 +237,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     suite = load_suite(args.config)
     if args.threads:
         suite = dataclasses.replace(suite, eval=dataclasses.replace(suite.eval, threads=args.threads))
-    data_dir = data.resolve_data_dir(args.data_dir)
+    data_dir = corpora.resolve_data_dir(args.data_dir)
     timing = ["--max-tokens", "2048"] + (["--config", str(args.config)] if args.config else [])
     b = bench(suite, data_dir, args.max_tokens, timing if args.eval_timing else None)
     table = Table(title=f"Benchmark: {b['dataset']}, {b['tokens']} tokens, window {b['window']}, "
@@ -238,7 +247,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for r in [*b["runners"], b["rss_long"], b["rss_wide"]]:
         table.add_row(r["runner"], f"{r.get('tokens_per_s', 0):.0f}", f"{r.get('peak_rss_mb', 0):.0f}",
                       f"{r.get('ppl', 0):.4f}" if "ppl" in r else r.get("error", ""))
-    console = report.console()
+    console = terminal.console()
     console.print(table)
     for line in b["verdicts"]:
         console.print(f"• {line}")
@@ -248,7 +257,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from . import results
+    from evalsuite.gate import results
 
     check_writable(args.out)
     doc = results.read(args.results, "results") if args.results else score(args, suite_from_args(args))

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
-from . import tomlio
-from .model_source import DEFAULT_MODEL
+from evalsuite import tomlio
+from evalsuite.models.source import DEFAULT_MODEL
 
 DEFAULT_SUITE = Path(__file__).resolve().parent / "default_suite.toml"
 RunnerName = Literal["torch", "ort"]

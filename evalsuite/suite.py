@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import platform
 import time
 from dataclasses import dataclass, field
@@ -10,17 +11,19 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from . import data, model_source
-from .cache import package_versions
-from .config import Suite
-from .cpu import cpu_info, cpu_key
-from .errors import DataError, ModelError, ScoringError
-from .evaluate import Lane, Runner, RunResult, new_lane, score_lanes, summarize
-from .journal import Journal, journal_path
-from .metrics import paired_metrics, solo_metrics, unit_metrics
-from .quiet import quiet_transformers
-from .tokenstats import SOLO
-from .windows import Window, check_policy, plan_windows, shard_windows
+from evalsuite.cache import package_versions
+from evalsuite.config import Suite
+from evalsuite.cpu import cpu_info, cpu_key
+from evalsuite.data import corpora
+from evalsuite.data.windows import Window, check_policy, plan_windows, shard_windows
+from evalsuite.errors import DataError, ModelError, ScoringError
+from evalsuite.gate.results import SCHEMA_VERSION, WINDOW_POLICY
+from evalsuite.models import source as model_source
+from evalsuite.quiet import quiet_transformers
+from evalsuite.scoring.journal import Journal, journal_path
+from evalsuite.scoring.lanes import Lane, Runner, RunResult, new_lane, score_lanes, summarize
+from evalsuite.scoring.metrics import paired_metrics, solo_metrics, unit_metrics
+from evalsuite.scoring.tokenstats import SOLO
 
 PACKAGES = ("evalsuite", "torch", "transformers", "onnxruntime", "onnxruntime-genai", "numpy", "tokenizers")
 
@@ -46,7 +49,7 @@ class NullProgress:
 class Stream:
     """One dataset's token stream (already truncated to max_tokens) and its window plan."""
 
-    text: data.Text
+    text: corpora.Text
     tokens: np.ndarray  # int64 [n]
     windows: list[Window]
     words: int  # whitespace words of the text the scored targets cover
@@ -58,13 +61,13 @@ class Stream:
         return self.text.dataset if self.text.split == "test" else f"{self.text.dataset}:{self.text.split}"
 
 
-def load_texts(suite: Suite, data_dir: Path | None) -> list[data.Text]:
+def load_texts(suite: Suite, data_dir: Path | None) -> list[corpora.Text]:
     """Check the policy and load every text before any model work, so bad input fails fast."""
     check_policy(suite.eval.window, suite.eval.stride)
-    return [data.load_text(ref, data_dir) for ref in suite.eval.datasets]
+    return [corpora.load_text(ref, data_dir) for ref in suite.eval.datasets]
 
 
-def load_streams(suite: Suite, source: model_source.ModelSource, texts: list[data.Text]) -> list[Stream]:
+def load_streams(suite: Suite, source: model_source.ModelSource, texts: list[corpora.Text]) -> list[Stream]:
     from transformers import AutoTokenizer
 
     quiet_transformers()
@@ -72,14 +75,14 @@ def load_streams(suite: Suite, source: model_source.ModelSource, texts: list[dat
     tokenizer = AutoTokenizer.from_pretrained(source.path)
     streams = []
     for text in texts:
-        tokens, ends = data.tokenize(text, tokenizer, source.tokenizer_id, ev.bos)
+        tokens, ends = corpora.tokenize(text, tokenizer, source.tokenizer_id, ev.bos)
         if ev.max_tokens is not None:
             tokens = tokens[: ev.max_tokens]
         n = int(tokens.shape[0])
         if n < 2:
             raise DataError(f"dataset '{text.dataset}' has {n} token(s) after --max-tokens; "
                             "at least 2 are needed")
-        words, nbytes = data.span_counts(text.text, ends, 1, n)
+        words, nbytes = corpora.span_counts(text.text, ends, 1, n)
         streams.append(Stream(text, tokens, plan_windows(n, ev.window, ev.stride), words, nbytes, len(tokenizer)))
     return streams
 
@@ -107,7 +110,7 @@ def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = No
     window by window, so each variant is compared with the base's logits of the same window.
     With `resume`, per-window results already journaled for the same runner, tokens and windows
     are reused (an interrupted or repeated run only scores what is missing). With `shard=(i, n)`
-    only every n-th window from i is scored; `merge.py` combines the n shards."""
+    only every n-th window from i is scored; `scoring/merge.py` combines the n shards."""
     progress = progress or NullProgress()
     texts = load_texts(suite, data_dir)
     source = model_source.resolve(suite.model.source, suite.model.trust_remote_code)
@@ -152,7 +155,7 @@ def _checked(runner: Runner, streams: list[Stream]) -> Runner:
 
 def build_base_onnx(suite: Suite, source: model_source.ModelSource) -> Path:
     """The ORT base: the configured existing ONNX folder, else an fp32 build of the source."""
-    from .onnx_export import build_onnx
+    from evalsuite.models.onnx_build import build_onnx
 
     if suite.model.onnx:
         return Path(suite.model.onnx).expanduser()
@@ -160,7 +163,7 @@ def build_base_onnx(suite: Suite, source: model_source.ModelSource) -> Path:
 
 
 def _torch_runner(suite: Suite, source: model_source.ModelSource) -> Runner:
-    from .torch_runner import TorchRunner
+    from evalsuite.models.torch_runner import TorchRunner
 
     runner = TorchRunner(source.path, suite.eval.threads, suite.model.trust_remote_code)
     runner.identity = {"runner": "torch", "model": source.origin_sha256, "threads": suite.eval.threads,
@@ -169,7 +172,7 @@ def _torch_runner(suite: Suite, source: model_source.ModelSource) -> Runner:
 
 
 def _ort_runner(suite: Suite, onnx_dir: Path) -> Runner:
-    from .ort_runner import OrtRunner
+    from evalsuite.models.ort_runner import OrtRunner
 
     runner = OrtRunner(onnx_dir, suite.eval.provider, suite.eval.threads)
     # The CPU's ISA is part of the identity: MLAS kernels (int4 above all) round differently per ISA,
@@ -182,7 +185,7 @@ def _ort_runner(suite: Suite, onnx_dir: Path) -> Runner:
 
 def onnx_identity(onnx_dir: Path) -> str:
     """Folders built by evalsuite are named by their content key; others are hashed."""
-    from .cache import cache_root, tree_sha256
+    from evalsuite.cache import cache_root, tree_sha256
 
     if cache_root() in onnx_dir.resolve().parents:
         return onnx_dir.name
@@ -190,7 +193,7 @@ def onnx_identity(onnx_dir: Path) -> str:
 
 
 def _variant_runner(suite: Suite, source: model_source.ModelSource, variant: Any, out: Evaluation) -> Runner:
-    from .variants import build_variant
+    from evalsuite.quant.variants import build_variant
 
     info = build_variant(source, variant, suite, out.provenance)
     out.variants[variant.name] = info
@@ -300,3 +303,32 @@ def provenance(source: model_source.ModelSource, streams: list[Stream]) -> dict[
         "machine": platform.machine(),
         "cpu": cpu_info(),
     }
+
+
+def to_document(ev: Evaluation) -> dict[str, Any]:
+    e = ev.suite.eval
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "policy": {"window": e.window, "stride": e.stride, "bos": e.bos, "max_tokens": e.max_tokens,
+                   "description": WINDOW_POLICY},
+        "runs": [run_json(ev, r) for r in ev.runs],
+        "parity": ev.parity,
+        "variants": ev.variants,
+        "errors": ev.errors,
+        "complete": not ev.errors and ev.shard is None,
+        "shard": {"index": ev.shard[0], "count": ev.shard[1]} if ev.shard else None,
+        "provenance": ev.provenance,
+    }
+
+
+def run_json(ev: Evaluation, run: RunResult) -> dict[str, Any]:
+    """A run's JSON; a shard's runs also carry their per-window NLL so `merge` can recombine them."""
+    out = run.to_json()
+    if ev.shard is not None:
+        key = (run.variant, run.runner, run.dataset)
+        cols, indices = ev.cols[key], ev.scored_windows[key]
+        windows = plan_windows(run.tokens_in_stream, run.window, run.stride)
+        out["shard_windows"] = indices
+        out["shard_cols"] = [cols[windows[i].first_target : windows[i].end].tolist() for i in indices]
+    return out

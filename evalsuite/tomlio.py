@@ -14,7 +14,7 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .errors import ConfigError
+from evalsuite.errors import ConfigError
 
 T = TypeVar("T")
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evalsuite.awq_search import AwqPlan, apply_awq, search_awq
-from evalsuite.quant_grid import fake_quant
+from evalsuite.quant.awq import AwqPlan, apply_awq, search_awq
+from evalsuite.quant.grid import fake_quant
 
 
 def ort_dequant(weight: np.ndarray, block: int) -> np.ndarray:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from evalsuite import data
+from evalsuite.data import corpora as data
 from evalsuite.errors import DataError
 
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from evalsuite.cli import main
-from evalsuite.compare import compare, verdict
 from evalsuite.config import load_suite
+from evalsuite.gate.checks import compare, verdict
 
 SUITE = """
 [eval]

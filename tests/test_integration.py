@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evalsuite import data, model_source
 from evalsuite.cli import main
-from evalsuite.evaluate import score_stream
-from evalsuite.windows import plan_windows
+from evalsuite.data import corpora
+from evalsuite.data.windows import plan_windows
+from evalsuite.models import source as model_source
+from evalsuite.scoring.lanes import score_stream
 
 pytestmark = pytest.mark.integration
 
@@ -40,10 +41,10 @@ def test_reference_runner_matches_direct_transformers(source: model_source.Model
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from evalsuite.torch_runner import TorchRunner
+    from evalsuite.models.torch_runner import TorchRunner
 
     tok = AutoTokenizer.from_pretrained(source.path)
-    text = data.load_text("wikitext2", data_dir)
+    text = corpora.load_text("wikitext2", data_dir)
     ids = np.asarray(tok(text.text[:4000], add_special_tokens=False)["input_ids"][:300], dtype=np.int64)
     runner = TorchRunner(source.path, threads=2)
     nll = score_stream(runner, ids, plan_windows(300, 300, 300))
@@ -71,7 +72,7 @@ def test_cli_reports_real_ppl(dataset: str, expected: float, tmp_path: Path, dat
 def test_default_gate_parity_and_awq_beats_rtn(tmp_path: Path, data_dir: Path) -> None:
     """The shipped default suite on the real model and data: ORT base == torch to 1e-4 relative,
     int4 costs perplexity, and AWQ costs less of it than RTN (same block size and settings)."""
-    from evalsuite.compare import find_run
+    from evalsuite.gate.checks import find_run
 
     out = tmp_path / "gate.json"
     code = main(["gate", "--data-dir", str(data_dir), "--json-out", str(out), "--junit", str(tmp_path / "j.xml")])

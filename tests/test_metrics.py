@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evalsuite.evaluate import new_lane, score_lanes
-from evalsuite.metrics import nll_se, paired_interval, paired_metrics, solo_metrics
-from evalsuite.tokenstats import PAIRED, paired_stats, solo_stats
-from evalsuite.windows import plan_windows
+from evalsuite.data.windows import plan_windows
+from evalsuite.scoring.lanes import new_lane, score_lanes
+from evalsuite.scoring.metrics import nll_se, paired_interval, paired_metrics, solo_metrics
+from evalsuite.scoring.tokenstats import PAIRED, paired_stats, solo_stats
 
 
 def test_model_against_itself() -> None:
@@ -50,7 +50,7 @@ class Perturbed:
 
 def test_streaming_kl_matches_full_logits(tiny_llama_dir: Path) -> None:
     """Window-by-window KL from score_lanes == KL from each window's full stored logits (fp64)."""
-    from evalsuite.torch_runner import TorchRunner
+    from evalsuite.models.torch_runner import TorchRunner
 
     base = TorchRunner(tiny_llama_dir)
     noisy = Perturbed(base, 0.5)

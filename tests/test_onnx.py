@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from evalsuite.data.windows import plan_windows
 from evalsuite.errors import ModelError
-from evalsuite.evaluate import score_stream
-from evalsuite.onnx_export import build_onnx
-from evalsuite.ort_runner import OrtRunner
-from evalsuite.torch_runner import TorchRunner
-from evalsuite.windows import plan_windows
+from evalsuite.models.onnx_build import build_onnx
+from evalsuite.models.ort_runner import OrtRunner
+from evalsuite.models.torch_runner import TorchRunner
+from evalsuite.scoring.lanes import score_stream
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +49,12 @@ def test_ort_matches_torch_per_token(fp32_dir: Path, tiny_llama_dir: Path) -> No
 
 def test_cache_reuses_build(tiny_llama_dir: Path, cache: Path, fp32_dir: Path,
                             monkeypatch: pytest.MonkeyPatch) -> None:
-    import evalsuite.onnx_export
+    import evalsuite.models.onnx_build
 
     def no_builder(*args: object, **kwargs: object) -> None:
         raise AssertionError("the builder ran again for a cached build")
 
-    monkeypatch.setattr(evalsuite.onnx_export.subprocess, "run", no_builder)
+    monkeypatch.setattr(evalsuite.models.onnx_build.subprocess, "run", no_builder)
     assert build_onnx(tiny_llama_dir, "fp32", cache=cache) == fp32_dir
     assert (fp32_dir / "evalsuite_build.json").is_file()
 
@@ -143,7 +143,7 @@ def test_lm_head_policy(tiny_llama_dir: Path, cache: Path, lm_head: str, want_nb
     import onnx
 
     from evalsuite.config import VariantCfg
-    from evalsuite.variants import builder_options
+    from evalsuite.quant.variants import builder_options
 
     v = VariantCfg(name="v", method="rtn", lm_head=lm_head)  # type: ignore[arg-type]
     folder = build_onnx(tiny_llama_dir, "int4", builder_options(v), cache=cache)
@@ -174,7 +174,7 @@ SLICED_INT4_ATOL = 1e-4
 def test_sliced_head_matches_full_graph(tiny_llama_dir: Path, cache: Path, precision: str) -> None:
     """The head-sliced graph returns the last k rows of the full graph's logits: bit-identical for fp32
     (the same sgemm kernel on every row; holds on AVX2 and AVX-512), within SLICED_INT4_ATOL for int4."""
-    from evalsuite.tokenstats import solo_stats
+    from evalsuite.scoring.tokenstats import solo_stats
 
     opts = {"block_size": "32", "accuracy_level": "4", "is_symmetric": "true"} if precision == "int4" else None
     folder = build_onnx(tiny_llama_dir, precision, opts, cache=cache)

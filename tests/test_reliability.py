@@ -68,8 +68,8 @@ def test_repeated_run_reuses_everything(tiny_llama_dir: Path, data_dir: Path, tm
 def test_torn_journal_tail_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import numpy as np
 
-    from evalsuite.journal import Journal
-    from evalsuite.windows import plan_windows
+    from evalsuite.data.windows import plan_windows
+    from evalsuite.scoring.journal import Journal
 
     windows = plan_windows(40, 8, 4)
     path = tmp_path / "j.nll"

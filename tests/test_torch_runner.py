@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evalsuite.evaluate import score_stream, summarize
-from evalsuite.torch_runner import TorchRunner
-from evalsuite.windows import plan_windows
+from evalsuite.data.windows import plan_windows
+from evalsuite.models.torch_runner import TorchRunner
+from evalsuite.scoring.lanes import score_stream, summarize
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from evalsuite.data.windows import Window, plan_windows, shard_windows
 from evalsuite.errors import DataError, UsageError
-from evalsuite.windows import Window, plan_windows, shard_windows
 
 W = Window
 

@@ -1,6 +1,6 @@
 """PyTorch reference runner: transformers AutoModelForCausalLM, fp32, CPU, inference mode.
 
-Only turns one window's input tokens into per-target NLL; windows come from `windows.py`.
+Only turns one window's input tokens into per-target NLL; windows come from `evalsuite/data/windows.py`.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ModelError
-from .logprobs import nll_from_logits
-from .quiet import quiet_transformers
+from evalsuite.errors import ModelError
+from evalsuite.models.logprobs import nll_from_logits
+from evalsuite.quiet import quiet_transformers
 
 
 class TorchRunner:

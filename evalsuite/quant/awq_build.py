@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from . import data
-from .cache import atomic_dir, cache_root, key_of
-from .config import Calibration, Suite, VariantCfg
-from .errors import DataError, ModelError
-from .model_source import ModelSource
-from .onnx_export import source_hash, versions
+from evalsuite.cache import atomic_dir, cache_root, key_of
+from evalsuite.config import Calibration, Suite, VariantCfg
+from evalsuite.data import corpora
+from evalsuite.errors import DataError, ModelError
+from evalsuite.models.onnx_build import source_hash, versions
+from evalsuite.models.source import ModelSource
 
 N_GRID = 20
 
@@ -29,8 +29,8 @@ def calibration_ids(source: ModelSource, cal: Calibration, data_dir: Path | None
     """int64 [samples, seq_len] token windows from the calibration split."""
     from transformers import AutoTokenizer
 
-    text = data.load_text(cal.dataset, data_dir)
-    tokens, _ = data.tokenize(text, AutoTokenizer.from_pretrained(source.path), source.tokenizer_id, False)
+    text = corpora.load_text(cal.dataset, data_dir)
+    tokens, _ = corpora.tokenize(text, AutoTokenizer.from_pretrained(source.path), source.tokenizer_id, False)
     if tokens.shape[0] < cal.seq_len + 1:
         raise DataError(f"calibration split {cal.dataset} has {tokens.shape[0]} tokens, fewer than seq_len "
                         f"{cal.seq_len}; lower seq_len")
@@ -55,7 +55,7 @@ def _search_and_save(source: ModelSource, ids: np.ndarray, v: VariantCfg, out: P
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .awq_search import apply_awq, search_awq
+    from evalsuite.quant.awq import apply_awq, search_awq
 
     model = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch.float32, use_safetensors=True).eval()
     vocab = model.get_input_embeddings().num_embeddings

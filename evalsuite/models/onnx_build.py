@@ -1,14 +1,11 @@
-"""ONNX models: build them with onnxruntime-genai's model builder, or accept an existing folder.
+"""Build ONNX models with onnxruntime-genai's model builder (fp32 base, int4 variants), cached.
 
 Builds run `python -m onnxruntime_genai.models.builder` in a subprocess (the builder edits sys.path
 and holds the whole model in memory; a subprocess isolates both) into a temp folder that is renamed
 into the cache only after the result loads and passes `check_model`. Cache key: hash of the source
 folder's weights/config/tokenizer, precision, builder options and package versions.
 
-Existing folders: a GenAI layout (`genai_config.json` naming the model file, plus external data)
-or any folder / file with a `model.onnx` taking `input_ids`, `attention_mask` and optionally
-`position_ids` and empty `past_key_values.N.key/value`. Before ONNX Runtime opens a model, every
-external-data location must resolve inside the model's folder (no `../`, no absolute paths).
+Existing folders and files are resolved and checked by `onnx_files.py`.
 """
 
 from __future__ import annotations
@@ -20,10 +17,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
-from .cache import atomic_dir, cache_root, file_sha256, key_of, package_versions
-from .errors import ModelError
+from evalsuite.cache import atomic_dir, cache_root, file_sha256, key_of, package_versions
+from evalsuite.errors import ModelError
+from evalsuite.models.onnx_files import check_loadable, resolve_onnx
 
 BUILDER = "onnxruntime_genai.models.builder"
 VERSIONED = ("onnxruntime", "onnxruntime-genai", "onnx", "onnx-ir", "transformers", "torch")
@@ -80,66 +77,6 @@ def _run_builder(hf_dir: Path, out: Path, precision: str, options: dict[str, str
     return time.perf_counter() - start
 
 
-def resolve_onnx(path: Path) -> Path:
-    """The `.onnx` file of a model folder (GenAI layout or plain `model.onnx`) or file."""
-    path = Path(path).expanduser()
-    if path.is_file() and path.suffix == ".onnx":
-        return path
-    if not path.is_dir():
-        raise ModelError(f"ONNX model not found: {path}; give a folder with model.onnx (or genai_config.json)")
-    name = "model.onnx"
-    cfg = path / "genai_config.json"
-    if cfg.is_file():
-        try:
-            name = json.loads(cfg.read_text())["model"]["decoder"]["filename"]
-        except (ValueError, KeyError, TypeError):
-            raise ModelError(f"{cfg} is malformed (no model.decoder.filename); restore the GenAI config") from None
-    model = path / name
-    if not model.is_file():
-        raise ModelError(f"{model} is missing; the ONNX folder must hold the model file {name}")
-    return model
-
-
-def check_external_data(model: Path) -> None:
-    """Every external-data location must be a file inside the model's folder and long enough."""
-    import onnx
-    from google.protobuf.message import DecodeError
-
-    try:
-        proto = onnx.load(str(model), load_external_data=False)
-    except (DecodeError, ValueError, OSError) as err:
-        raise ModelError(f"{model} is truncated or not an ONNX model ({type(err).__name__}); "
-                         "rebuild or re-download it") from None
-    root = model.parent.resolve()
-    for tensor in _external_tensors(proto):
-        info = {e.key: e.value for e in tensor.external_data}
-        loc = info.get("location", "")
-        target = (root / loc).resolve()
-        if os.path.isabs(loc) or root not in target.parents:
-            raise ModelError(f"{model.name}: tensor {tensor.name} points outside the model folder ('{loc}'); "
-                             "refusing to open it")
-        if not target.is_file():
-            raise ModelError(f"{model.name}: external data file {loc} is missing; copy it next to {model.name}")
-        end = int(info.get("offset", 0)) + int(info.get("length", 0))
-        if target.stat().st_size < end:
-            raise ModelError(f"{model.name}: external data file {loc} is truncated ({target.stat().st_size} "
-                             f"bytes, needs {end}); re-download it")
-
-
-def _external_tensors(proto: Any) -> list[Any]:
-    import onnx
-
-    graph = proto.graph
-    tensors = list(graph.initializer)
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.TENSOR:
-                tensors.append(attr.t)
-    return [t for t in tensors if t.data_location == onnx.TensorProto.EXTERNAL]
-
-
 def check_model(folder: Path) -> None:
-    """Open the model with ONNX Runtime and check it returns logits at every position."""
-    from .ort_runner import OrtRunner
-
-    OrtRunner(folder, threads=1)
+    """A fresh build must open in ONNX Runtime and expose what every runner needs (onnx_files.py)."""
+    check_loadable(resolve_onnx(folder))

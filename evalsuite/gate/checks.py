@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from .config import Limits, Suite
+from evalsuite.config import Limits, Suite
 
 Direction = Literal["max", "min"]
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeVar
 
-from .errors import DataError, UsageError
+from evalsuite.errors import DataError, UsageError
 
 T = TypeVar("T")
 

@@ -14,8 +14,8 @@ import math
 
 import numpy as np
 
-from .tokenstats import PAIRED, SOLO
-from .windows import Window
+from evalsuite.data.windows import Window
+from evalsuite.scoring.tokenstats import PAIRED, SOLO
 
 BOOTSTRAP = 2000
 SEED = 0

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .errors import ScoringError
+from evalsuite.errors import ScoringError
 
 SOLO = ("nll", "top1", "top5")
 PAIRED = (*SOLO, "kl", "dp", "same_top")

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .cache import cache_root, key_of
-from .windows import Window
+from evalsuite.cache import cache_root, key_of
+from evalsuite.data.windows import Window
 
 
 def journal_path(identity: dict[str, Any], tokens: np.ndarray, windows: list[Window]) -> Path:

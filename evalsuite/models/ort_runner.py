@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ModelError, ScoringError, UsageError
-from .logits_tail import KEEP_INPUT
-from .onnx_export import check_external_data, resolve_onnx
+from evalsuite.errors import ModelError, ScoringError, UsageError
+from evalsuite.models.logits_tail import KEEP_INPUT
+from evalsuite.models.onnx_files import check_external_data, resolve_onnx
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "dml": "DmlExecutionProvider"}
 PROVIDER_PACKAGES = {"CUDAExecutionProvider": "onnxruntime-gpu", "DmlExecutionProvider": "onnxruntime-directml"}
@@ -75,7 +75,7 @@ class OrtRunner:
 
     def _tail_session(self, threads: int | None, providers: list[str]) -> Any:
         """A session on the head-sliced graph, or None when the graph has no plain lm_head."""
-        from .logits_tail import tail_model
+        from evalsuite.models.logits_tail import tail_model
 
         try:
             graph = tail_model(self.model)

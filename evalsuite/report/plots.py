@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .tokenstats import PAIRED
+from evalsuite.scoring.tokenstats import PAIRED
 
 
 def write_plots(ev: Any, folder: Path) -> list[Path]:
@@ -33,7 +33,7 @@ def write_plots(ev: Any, folder: Path) -> list[Path]:
 
 
 def _windows(ev: Any, ds: str) -> list[Any]:
-    from .windows import plan_windows
+    from evalsuite.data.windows import plan_windows
 
     run = next(r for r in ev.runs if r.dataset == ds)
     plan = plan_windows(run.tokens_in_stream, run.window, run.stride)

@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError
-from .evaluate import summarize
-from .metrics import paired_metrics, solo_metrics, unit_metrics
-from .tokenstats import SOLO
-from .windows import Window, plan_windows
+from evalsuite.data.windows import Window, plan_windows
+from evalsuite.errors import DataError
+from evalsuite.scoring.lanes import summarize
+from evalsuite.scoring.metrics import paired_metrics, solo_metrics, unit_metrics
+from evalsuite.scoring.tokenstats import SOLO
 
 RUN_META = ("model", "variant", "runner", "dataset", "split", "window", "stride", "bos", "max_tokens",
             "tokens_in_stream")

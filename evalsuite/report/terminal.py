@@ -17,7 +17,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .evaluate import RunResult
+from evalsuite.scoring.lanes import RunResult
 
 
 def console(stderr: bool = False) -> Console:
@@ -76,7 +76,7 @@ def print_results(console: Console, runs: list[RunResult], extra: list[Any] | No
 
 def quality_table(doc: dict[str, Any], checks: list[Any]) -> Table:
     """The published-table layout: variant, dataset, base PPL, quantized PPL, difference, verdict."""
-    from .reports import QUALITY_COLUMNS, quality_cells, quality_rows
+    from evalsuite.report.ci import QUALITY_COLUMNS, quality_cells, quality_rows
 
     table = Table(title="Quantization quality (vs ORT base)")
     for col in QUALITY_COLUMNS:
@@ -88,7 +88,7 @@ def quality_table(doc: dict[str, Any], checks: list[Any]) -> Table:
 
 
 def checks_table(checks: list[Any]) -> Table:
-    from .reports import NAMES, bound, fmt
+    from evalsuite.report.ci import NAMES, bound, fmt
 
     table = Table(title="Checks")
     for col in ("check", "variant", "dataset", "value", "threshold", "margin", "result"):

@@ -1,0 +1,75 @@
+"""The package layout follows the data: lower layers never import upper ones, and no import cycle."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parent.parent / "evalsuite"
+# corpora -> windows -> models/runners -> scoring -> gate -> report, under the pipeline and the CLI.
+RANK = {
+    "errors": 0, "tomlio": 0, "cache": 0, "quiet": 0, "cpu": 0, "": 0,
+    "data": 1, "models": 2, "config": 3, "quant": 4, "scoring": 4, "gate": 5, "report": 6,
+    "suite": 7, "bench": 8, "cli": 9, "__main__": 9,
+}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PKG).with_suffix("").parts
+    return ".".join(p for p in parts if p != "__init__")
+
+
+def imports(path: Path) -> set[str]:
+    """Every evalsuite module this file imports, at module level or inside functions."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("evalsuite"):
+            base = node.module.removeprefix("evalsuite").lstrip(".")
+            for alias in node.names:
+                sub = f"{base}.{alias.name}" if base else alias.name
+                out.add(sub if (PKG / sub.replace(".", "/")).with_suffix(".py").is_file() else base)
+        elif isinstance(node, ast.ImportFrom) and node.level:
+            raise AssertionError(f"{path}: relative import; use absolute evalsuite.* imports")
+        elif isinstance(node, ast.Import):
+            out |= {a.name.removeprefix("evalsuite.") for a in node.names if a.name.startswith("evalsuite.")}
+    return out
+
+
+def graph() -> dict[str, set[str]]:
+    return {module_name(p): imports(p) - {module_name(p)} for p in PKG.rglob("*.py")}
+
+
+def rank(module: str) -> int:
+    top = module.split(".")[0]
+    assert top in RANK, f"module {module} has no layer in tests/test_layout.py; place it"
+    return RANK[top]
+
+
+def test_lower_layers_never_import_upper_ones() -> None:
+    bad = [f"{m} (layer {rank(m)}) imports {d} (layer {rank(d)})"
+           for m, deps in graph().items() for d in deps if rank(d) > rank(m)]
+    assert not bad, bad
+
+
+def test_no_import_cycle() -> None:
+    g = graph()
+    state: dict[str, int] = {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for dep in sorted(g.get(node, ())):
+            if state.get(dep) == 1:
+                raise AssertionError("import cycle: " + " -> ".join([*stack[stack.index(dep):], dep]))
+            if dep not in state:
+                visit(dep, [*stack, dep])
+        state[node] = 2
+
+    for node in sorted(g):
+        if node not in state:
+            visit(node, [node])
+
+
+def test_every_subpackage_says_what_it_does() -> None:
+    for init in PKG.glob("*/__init__.py"):
+        doc = ast.get_docstring(ast.parse(init.read_text()))
+        assert doc and len(doc) > 40, f"{init} needs a docstring naming what the package does and exports"
