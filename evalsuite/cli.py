@@ -101,9 +101,13 @@ def suite_from_args(args: argparse.Namespace) -> Any:
         raise UsageError(f"--max-tokens must be at least 2, got {args.max_tokens}")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be at least 1, got {args.threads}")
-    ev = dataclasses.replace(ev, **{k: v for k, v in overrides.items() if v is not None})
-    model = dataclasses.replace(suite.model, source=args.model) if args.model else suite.model
-    return dataclasses.replace(suite, eval=ev, model=model)
+    try:  # the dataclasses re-validate: e.g. --dataset leaving a dataset without any threshold
+        ev = dataclasses.replace(ev, **{k: v for k, v in overrides.items() if v is not None})
+        model = dataclasses.replace(suite.model, source=args.model) if args.model else suite.model
+        out = dataclasses.replace(suite, eval=ev, model=model)
+    except ValueError as err:
+        raise UsageError(f"{err}; change the command-line options or the suite") from None
+    return out
 
 
 def score(args: argparse.Namespace, suite: Any) -> dict[str, Any]:
@@ -146,10 +150,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_gate(args: argparse.Namespace) -> int:
 
+    from evalsuite.config import load_suite
     from evalsuite.gate import results
-    from evalsuite.gate.checks import baseline_checks, compare, verdict
+    from evalsuite.gate.checks import baseline_checks
+    from evalsuite.gate.verdict import compare, verdict
     from evalsuite.report import ci, terminal
 
+    if args.shard is not None:
+        raise UsageError("gate --shard would judge a part of the run; score each shard with 'evalsuite eval "
+                         "--shard I/N --json-out', merge them with 'evalsuite merge', then 'gate --results MERGED'")
     suite = suite_from_args(args)
     for out in (args.json_out, args.junit, args.markdown):
         if out is not None:
@@ -157,11 +166,21 @@ def cmd_gate(args: argparse.Namespace) -> int:
     baseline_path = args.baseline or (resolve_baseline(suite.baseline.file, args.config)
                                       if suite.baseline.file and not args.no_baseline else None)
     baseline = results.read(baseline_path, "baseline") if baseline_path else None
-    doc = results.read(args.results, "results") if args.results else score(args, suite)
-    checks = compare(doc, suite)
+    if args.results:  # a stored document: bind it to the content the suite names now
+        from evalsuite.suite import content_identity
+
+        doc = results.read(args.results, "results")
+        checks = compare(doc, suite, content_identity(suite))
+    else:
+        doc = score(args, suite)
+        checks = compare(doc, suite)
     if baseline is not None and baseline_path is not None:
-        checks += baseline_checks(doc, baseline, suite.baseline.max_rel_regression, baseline_path.name)
+        checks += baseline_checks(doc, baseline, suite.baseline, baseline_path.name)
     doc = {**doc, "checks": [c.to_json() for c in checks], "passed": verdict(checks)}
+    configured = load_suite(args.config).model.source
+    if args.model and args.model != configured:
+        print(f"evalsuite: note: --model {args.model} replaces the suite's model {configured}; its thresholds "
+              "and baseline were set for that model (a baseline of another model fails the gate)", file=sys.stderr)
     console = terminal.console()
     if doc.get("variants"):
         console.print(terminal.quality_table(doc, checks))
@@ -261,9 +280,10 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
     check_writable(args.out)
     doc = results.read(args.results, "results") if args.results else score(args, suite_from_args(args))
-    if doc.get("errors"):
-        raise UsageError("the run has scoring errors; a baseline must come from a complete run")
-    keep = ("schema_version", "created", "policy", "runs", "parity", "variants", "provenance")
+    if doc.get("shard") or doc.get("complete") is not True or doc.get("errors"):
+        raise UsageError("the results are a shard, incomplete or have scoring errors; a baseline must come from "
+                         "a complete run (merge the shards first)")
+    keep = ("schema_version", "created", "policy", "binding", "runs", "parity", "variants", "provenance")
     results.write(args.out, {"baseline": True, **{k: doc[k] for k in keep if k in doc}})
     print(f"wrote baseline {args.out} ({len(doc['runs'])} runs)")
     return 0

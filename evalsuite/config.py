@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from evalsuite import tomlio
+from evalsuite.errors import ConfigError
 from evalsuite.models.source import DEFAULT_MODEL
 
 DEFAULT_SUITE = Path(__file__).resolve().parent / "default_suite.toml"
@@ -86,6 +87,13 @@ class Limits:
     # "upper" fails unless the upper bound is within the limit (strict: must be shown to pass).
     interval: Literal["point", "lower", "upper"] | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("max_abs_dppl", "max_kld_mean"):
+            _check_range(name, getattr(self, name), 0.0, None, "a non-negative number")
+        _check_range("max_rel_dppl", self.max_rel_dppl, 0.0, None, "a fraction > 0 (0.05 = 5 %)", open_low=True)
+        for name in ("min_same_top", "max_top1_drop"):
+            _check_range(name, getattr(self, name), 0.0, 1.0, "a fraction in [0, 1]")
+
     def own(self) -> Limits:
         """Just the limit values (subclasses add nested tables)."""
         return Limits(**{f.name: getattr(self, f.name) for f in fields(Limits)})
@@ -99,7 +107,17 @@ class Limits:
                          else getattr(mine, f.name) for f in fields(Limits)})
 
     def any(self) -> bool:
-        return any(getattr(self, f.name) is not None for f in fields(Limits))
+        """True when at least one limit is set (`interval` only says how ΔPPL limits are read)."""
+        return any(getattr(self, f.name) is not None for f in fields(Limits) if f.name != "interval")
+
+
+def _check_range(name: str, value: float | None, low: float, high: float | None, what: str,
+                 open_low: bool = False) -> None:
+    if value is None:
+        return
+    bad = value != value or value < low or (open_low and value == low) or (high is not None and value > high)
+    if bad:
+        raise ValueError(f"{name} must be {what}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -135,6 +153,13 @@ class Parity:
 class BaselineCfg:
     file: str | None = None  # results JSON in baselines/; relative to the suite file
     max_rel_regression: float = 0.01  # PPL may exceed the stored baseline by at most this fraction
+    # Two-sided: when set, a PPL that moves by more than this fraction either way fails ("the baseline
+    # no longer describes this model": a sudden improvement is as suspicious as a regression).
+    max_rel_change: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_range("max_rel_regression", self.max_rel_regression, 0.0, None, "a non-negative fraction")
+        _check_range("max_rel_change", self.max_rel_change, 0.0, None, "a fraction > 0", open_low=True)
 
 
 @dataclass(frozen=True)
@@ -162,6 +187,25 @@ class Suite:
                                      f"[thresholds] defaults or [thresholds.variants.{v.name}]")
 
 
+def run_label(ref: str) -> str:
+    """Dataset reference -> the label runs are stored under ('ptb', 'wikitext2:validation')."""
+    name, _, split = ref.partition(":")
+    return name if split in ("", "test") else ref
+
+
+def check_dataset_keys(suite: Suite, where: str) -> None:
+    """Per-dataset threshold keys must name a configured dataset label: a misspelled or test-split key
+    ('wikitxt2', 'wikitext2:test') would otherwise be ignored silently and the looser default apply."""
+    labels = [run_label(d) for d in suite.eval.datasets]
+    for variant, limits in suite.thresholds.variants.items():
+        for key in limits.datasets:
+            if key not in labels:
+                raise ConfigError(f"{where}: [thresholds.variants.{variant}.datasets.{key}] names no configured "
+                                  f"dataset; use one of: {', '.join(labels)}")
+
+
 def load_suite(path: Path | None) -> Suite:
     path = path or DEFAULT_SUITE
-    return tomlio.load(Suite, tomlio.read_toml(path), path.name)
+    suite = tomlio.load(Suite, tomlio.read_toml(path), path.name)
+    check_dataset_keys(suite, path.name)
+    return suite

@@ -16,7 +16,8 @@ from evalsuite.config import Suite
 from evalsuite.cpu import cpu_info, cpu_key
 from evalsuite.data import corpora
 from evalsuite.data.windows import Window, check_policy, plan_windows, shard_windows
-from evalsuite.errors import DataError, ModelError, ScoringError
+from evalsuite.errors import DataError, ModelError, ScoringError, UsageError
+from evalsuite.gate.binding import suite_binding
 from evalsuite.gate.results import SCHEMA_VERSION, WINDOW_POLICY
 from evalsuite.models import source as model_source
 from evalsuite.quiet import quiet_transformers
@@ -99,6 +100,7 @@ class Evaluation:
     resume: bool = True
     shard: tuple[int, int] | None = None
     scored_windows: dict[tuple[str, str, str], list[int]] = field(default_factory=dict)
+    identities: dict[str, Any] = field(default_factory=dict)  # "base_onnx", "variants": what was scored
 
 
 def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = None,
@@ -114,6 +116,7 @@ def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = No
     progress = progress or NullProgress()
     texts = load_texts(suite, data_dir)
     source = model_source.resolve(suite.model.source, suite.model.trust_remote_code)
+    check_positions(suite, source.path)
     streams = load_streams(suite, source, texts)
     out = Evaluation(suite, provenance=provenance(source, streams), resume=resume, shard=shard)
     out.provenance["data_dir"] = str(data_dir) if data_dir else None
@@ -126,6 +129,8 @@ def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = No
     if "ort" in ev.runners:
         ort = _guarded(out, "base", "ort",
                        lambda: _checked(_ort_runner(suite, build_base_onnx(suite, source)), streams))
+        if ort is not None:
+            out.identities["base_onnx"] = ort.identity["model"] if ort.identity else None
         if reference is not None and ort is not None and (shard is None or shard[0] == 0):
             out.parity = [parity_stats(reference, ort, s, suite.parity.sample_windows) for s in streams]
         del reference
@@ -183,21 +188,44 @@ def _ort_runner(suite: Suite, onnx_dir: Path) -> Runner:
     return runner
 
 
-def onnx_identity(onnx_dir: Path) -> str:
-    """Folders built by evalsuite are named by their content key; others are hashed."""
-    from evalsuite.cache import cache_root, tree_sha256
+def onnx_identity(path: Path) -> str:
+    """Folders built by evalsuite are named by their content key; any other model (a folder or a
+    file) is identified by the content of the one file scored and its external data."""
+    from evalsuite.cache import cache_root
+    from evalsuite.models.onnx_files import content_sha256, resolve_onnx
 
-    if cache_root() in onnx_dir.resolve().parents:
-        return onnx_dir.name
-    return tree_sha256(onnx_dir)
+    if path.is_dir() and cache_root().resolve() in path.resolve().parents:
+        return path.name
+    return content_sha256(resolve_onnx(path))
+
+
+def check_positions(suite: Suite, hf_dir: Path) -> None:
+    """Refuse windows longer than the model's positions before any scoring (every runner): past
+    them a model scores garbage (or a RoPE past its range) without failing."""
+    import json
+
+    limits = []
+    for cfg, keys in ((hf_dir / "config.json", ("max_position_embeddings", "n_positions", "max_seq_len")),
+                      (Path(suite.model.onnx or "").expanduser() / "genai_config.json", ("context_length",))):
+        if not cfg.is_file():
+            continue
+        doc = json.loads(cfg.read_text())
+        doc = doc.get("model", doc) if "context_length" in keys else doc
+        limits += [(int(doc[k]), f"{cfg.name} {k}") for k in keys if isinstance(doc.get(k), int)]
+    for limit, where in limits:
+        if suite.eval.window > limit:
+            raise UsageError(f"window {suite.eval.window} is longer than the model's {limit} positions ({where}); "
+                             f"use --window {limit} or less")
 
 
 def _variant_runner(suite: Suite, source: model_source.ModelSource, variant: Any, out: Evaluation) -> Runner:
     from evalsuite.quant.variants import build_variant
 
     info = build_variant(source, variant, suite, out.provenance)
+    runner = _ort_runner(suite, Path(info["path"]))
+    info["identity"] = runner.identity["model"] if runner.identity else None
     out.variants[variant.name] = info
-    return _ort_runner(suite, Path(info["path"]))
+    return runner
 
 
 def _guarded(out: Evaluation, variant: str, runner: str, make: Any) -> Any:
@@ -316,6 +344,10 @@ def to_document(ev: Evaluation) -> dict[str, Any]:
         "parity": ev.parity,
         "variants": ev.variants,
         "errors": ev.errors,
+        "binding": {"suite": suite_binding(ev.suite), "content": {
+            "model": {k: ev.provenance["model"][k] for k in ("origin_sha256", "tokenizer_sha256")},
+            "base_onnx": ev.identities.get("base_onnx"),
+            "variants": {name: info.get("identity") for name, info in ev.variants.items()}}},
         "complete": not ev.errors and ev.shard is None,
         "shard": {"index": ev.shard[0], "count": ev.shard[1]} if ev.shard else None,
         "provenance": ev.provenance,
@@ -331,4 +363,29 @@ def run_json(ev: Evaluation, run: RunResult) -> dict[str, Any]:
         windows = plan_windows(run.tokens_in_stream, run.window, run.stride)
         out["shard_windows"] = indices
         out["shard_cols"] = [cols[windows[i].first_target : windows[i].end].tolist() for i in indices]
+    return out
+
+
+def content_identity(suite: Suite) -> dict[str, Any]:
+    """Identities of what `suite` names now, computed without exporting, building or scoring: the
+    model's origin sha256, a given ORT base's and every given ONNX variant's content hash. Gating
+    a stored results file compares them with what the file says was scored (gate/binding.py)."""
+    from evalsuite.models.onnx_files import content_sha256, resolve_onnx
+
+    out: dict[str, Any] = {"model": {}, "base_onnx": None, "variants": {}}
+    try:
+        out["model"]["origin_sha256"] = model_source.origin_sha256(suite.model.source)
+    except ModelError as err:
+        out["model"]["error"] = str(err)
+    if suite.model.onnx:
+        try:
+            out["base_onnx"] = content_sha256(resolve_onnx(Path(suite.model.onnx)))
+        except ModelError as err:
+            out["base_onnx"] = f"unavailable: {err}"
+    for v in suite.variants:
+        if v.method == "onnx" and v.path is not None:
+            try:
+                out["variants"][v.name] = content_sha256(resolve_onnx(Path(v.path)))
+            except ModelError as err:
+                out["variants"][v.name] = f"unavailable: {err}"
     return out

@@ -12,7 +12,7 @@ import pytest
 
 from evalsuite.cli import main
 from evalsuite.config import load_suite
-from evalsuite.gate.checks import compare, verdict
+from evalsuite.gate.verdict import compare, verdict
 
 SUITE = """
 [eval]
@@ -39,14 +39,34 @@ min_top1_agree = 0.99
 
 def run(variant: str, runner: str, dataset: str, ppl: float) -> dict[str, Any]:
     return {"model": "m", "variant": variant, "runner": runner, "dataset": dataset, "split": "test",
-            "window": 512, "stride": 256, "bos": False, "max_tokens": 1024, "tokens_in_stream": 1024,
+            "window": 512, "stride": 256, "bos": False, "max_tokens": None, "tokens_in_stream": 1024,
             "tokens_scored": 1023, "windows": 4, "nll_sum": 1.0, "nll_mean": 1.0, "ppl": ppl,
             "seconds": 1.0, "tokens_per_s": 1023.0}
 
 
+def binding(suite_text: str, model: str = "smollm2-135m-instruct") -> dict[str, Any]:
+    """The `binding` a run of `suite_text` records: its settings, and the default model's identity."""
+    import tomllib
+
+    from evalsuite import tomlio
+    from evalsuite.config import Suite
+    from evalsuite.gate.binding import suite_binding
+    from evalsuite.models.source import origin_sha256
+
+    suite = tomlio.load(Suite, tomllib.loads(suite_text), "suite")
+    return {"suite": suite_binding(suite), "content": {
+        "model": {"origin_sha256": origin_sha256(model), "tokenizer_sha256": "t" * 64},
+        "base_onnx": "b" * 20, "variants": {v.name: "k" * 20 for v in suite.variants}}}
+
+
 GOOD: dict[str, Any] = {
-    "schema_version": 1,
-    "policy": {"window": 512, "stride": 256, "bos": False, "max_tokens": 1024},
+    "schema_version": 2,
+    "binding": binding(SUITE),
+    "complete": True,
+    "shard": None,
+    "provenance": {"model": {"source": "smollm2-135m-instruct", "origin_sha256": "o" * 64,
+                             "tokenizer_sha256": "t" * 64}},
+    "policy": {"window": 512, "stride": 256, "bos": False, "max_tokens": None},
     "runs": [run("base", "torch", "wikitext2", 20.0), run("base", "ort", "wikitext2", 20.0001),
              run("rtn", "ort", "wikitext2", 21.5), run("base", "torch", "ptb", 50.0),
              run("base", "ort", "ptb", 50.0), run("rtn", "ort", "ptb", 54.0)],
@@ -69,6 +89,7 @@ def mutate(kind: str) -> dict[str, Any]:
         del runs[2]
         doc["errors"] = [{"variant": "rtn", "runner": "ort", "dataset": "wikitext2",
                           "message": "non-finite logits (NaN/Inf) at scored row 3"}]
+        doc["complete"] = False
     elif kind == "parity-ppl":
         runs[1]["ppl"] = 20.01
     elif kind == "parity-logit":
@@ -85,10 +106,11 @@ def mutate(kind: str) -> dict[str, Any]:
         pytest.param("abs", False, {("abs_dppl", "rtn", "wikitext2"), ("rel_dppl", "rtn", "wikitext2")},
                      id="fail-abs"),
         pytest.param("rel", False, {("abs_dppl", "rtn", "ptb"), ("rel_dppl", "rtn", "ptb")}, id="fail-rel"),
-        pytest.param("missing", False, {("abs_dppl", "rtn", "ptb"), ("rel_dppl", "rtn", "ptb")},
-                     id="missing-result"),
+        pytest.param("missing", False, {("abs_dppl", "rtn", "ptb"), ("rel_dppl", "rtn", "ptb"),
+                                        ("result_present", "rtn", "ptb")}, id="missing-result"),
         pytest.param("scoring-error", False, {("abs_dppl", "rtn", "wikitext2"), ("rel_dppl", "rtn", "wikitext2"),
-                                              ("scoring", "rtn", "wikitext2")}, id="scoring-error"),
+                                              ("scoring", "rtn", "wikitext2"), ("result_present", "rtn", "wikitext2"),
+                                              ("result_complete", "*", "*")}, id="scoring-error"),
         pytest.param("parity-ppl", False, {("parity_rel_dppl", "base", "wikitext2")}, id="parity-ppl"),
         pytest.param("parity-logit", False, {("parity_max_abs_dlogit", "base", "ptb")}, id="parity-logit"),
         pytest.param("parity-missing", False, {("parity_max_abs_dlogit", "base", d) for d in ("wikitext2", "ptb")}

@@ -76,22 +76,39 @@ def test_streaming_kl_matches_full_logits(tiny_llama_dir: Path) -> None:
     assert 0.0 < metrics["same_top"] < 1.0
 
 
-def test_paired_interval_covers_true_difference() -> None:
-    """Synthetic windows with a known true ln-PPL ratio of 0.05: the 95% interval covers it ~95%."""
-    rng = np.random.default_rng(0)
-    windows = plan_windows(50 * 32 + 1, 32, 32)  # 50 windows of 32 targets
-    n = windows[-1].end
+def _coverage(n_windows: int, tails: str, reps: int = 2000, mu: float = 0.05) -> float:
+    """Share of simulated runs whose 95 % ln-ratio interval covers the true mu. Windows laid out like
+    the default suite (window 512, stride 256, a ragged last window); each window has its own true
+    shift (window-level heterogeneity: normal, or heavy-tailed Student t with 4 df) plus token noise."""
+    rng = np.random.default_rng(n_windows)
+    windows = plan_windows(512 + 256 * (n_windows - 1) - 40, 512, 256)
+    assert len(windows) == n_windows
+    counts = np.array([w.n_targets for w in windows])
+    base, nll = np.zeros(windows[-1].end), np.zeros(windows[-1].end)
     hits = 0
-    reps = 120
     for _ in range(reps):
-        level = rng.normal(3.0, 0.5, size=len(windows))  # windows differ in difficulty
-        base = np.full(n, np.nan)
-        for w, mu in zip(windows, level, strict=True):
-            base[w.first_target : w.end] = rng.normal(mu, 1.0, size=w.n_targets)
-        variant = base + 0.05 + rng.normal(0, 0.2, size=n)  # true mean shift 0.05 nats
-        ci = paired_interval(variant, base, windows)
-        hits += ci["ln_ratio_ci95_low"] <= 0.05 <= ci["ln_ratio_ci95_high"]
-    assert 0.85 <= hits / reps <= 1.0
+        effect = rng.standard_normal(n_windows) if tails == "normal" else rng.standard_t(4, n_windows) / np.sqrt(2)
+        sums = counts * (mu + 0.03 * effect) + np.sqrt(counts) * 0.6 * rng.standard_normal(n_windows)
+        for w, total in zip(windows, sums, strict=True):
+            nll[w.first_target : w.end] = total / w.n_targets
+        ci = paired_interval(nll, base, windows)
+        hits += ci["ln_ratio_ci95_low"] <= mu <= ci["ln_ratio_ci95_high"]
+    return hits / reps
+
+
+@pytest.mark.parametrize("tails", ["normal", "heavy"])
+@pytest.mark.parametrize("n_windows", [7, 8, 16, 100])
+def test_paired_interval_coverage(n_windows: int, tails: str) -> None:
+    """Measured (2,000 seeded runs each; sampling error ±0.5 %): normal 94.1 / 93.8 / 95.8 / 94.7 %,
+    heavy-tailed 94.6 / 94.4 / 93.8 / 94.8 % at 7 / 8 / 16 / 100 windows (the percentile bootstrap it
+    replaces covered ~86 % at 7-8 windows)."""
+    assert _coverage(n_windows, tails) >= 0.93
+
+
+def test_single_window_has_no_interval() -> None:
+    windows = plan_windows(40, 64, 32)
+    ci = paired_interval(np.full(40, 2.0), np.full(40, 1.0), windows)
+    assert "dppl_ci95_low" not in ci and ci["ln_ratio"] == pytest.approx(1.0)
 
 
 def test_standard_error_and_accuracy() -> None:

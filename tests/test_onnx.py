@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from evalsuite.cli import main as main_cli
 from evalsuite.data.windows import plan_windows
 from evalsuite.errors import ModelError
 from evalsuite.models.onnx_build import build_onnx
@@ -190,3 +191,42 @@ def test_sliced_head_matches_full_graph(tiny_llama_dir: Path, cache: Path, preci
         np.testing.assert_allclose(got, full, rtol=0, atol=SLICED_INT4_ATOL)
         nll_sliced, nll_full = solo_stats(got, ids[-k:])[:, 0], solo_stats(full, ids[-k:])[:, 0]
         np.testing.assert_allclose(nll_sliced, nll_full, rtol=0, atol=SLICED_INT4_ATOL)
+
+
+def test_given_onnx_files_are_scored_as_named(tiny_llama_dir: Path, cache: Path, fp32_dir: Path, data_dir: Path,
+                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A variant `path` naming a file is scored as that file, never swapped for model.onnx beside it
+    (issue 13 case 6); `[model] onnx` naming a file is identified by that file's content, never by
+    an empty folder hash (case 7); a stored result no longer matches once the named file changes."""
+    import json
+
+    import onnx
+
+    from evalsuite.models.onnx_files import content_sha256
+
+    folder = shutil.copytree(fp32_dir, tmp_path / "published")  # fp32 model.onnx + model.onnx.data
+    int4 = build_onnx(tiny_llama_dir, "int4", {"block_size": "32", "accuracy_level": "4", "is_symmetric": "true"},
+                      cache=cache)
+    onnx.save_model(onnx.load(str(int4 / "model.onnx")), str(folder / "model_quantized.onnx"),
+                    save_as_external_data=True, location="model_quantized.onnx.data")
+    suite = tmp_path / "s.toml"
+    suite.write_text(f'[model]\nsource = "{tiny_llama_dir}"\nonnx = "{folder / "model.onnx"}"\n\n'
+                     '[eval]\ndatasets = ["ptb"]\nwindow = 64\nstride = 32\nmax_tokens = 300\nrunners = ["ort"]\n' +
+                     f'\n[[variants]]\nname = "q"\nmethod = "onnx"\npath = "{folder / "model_quantized.onnx"}"\n\n'
+                     '[thresholds]\nmax_rel_dppl = 0.9\n')
+    monkeypatch.setenv("EVALSUITE_CACHE", str(tmp_path / "c"))
+    monkeypatch.setenv("EVALSUITE_DATA_DIR", str(data_dir))
+    out = tmp_path / "r.json"
+    assert main_cli(["gate", "--config", str(suite), "--json-out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    base, q = (next(r for r in doc["runs"] if r["variant"] == v) for v in ("base", "q"))
+    assert q["ppl"] != base["ppl"]  # the int4 file was scored, not the fp32 model.onnx beside it
+    content = doc["binding"]["content"]
+    assert content["variants"]["q"] == content_sha256(folder / "model_quantized.onnx")
+    assert content["base_onnx"] == content_sha256(folder / "model.onnx") != content["variants"]["q"]
+    assert content["base_onnx"] != "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    suite.write_text(suite.read_text().replace("model_quantized.onnx", "model.onnx"))  # now names the fp32 file
+    gated = tmp_path / "g.json"
+    assert main_cli(["gate", "--config", str(suite), "--results", str(out), "--json-out", str(gated)]) == 1
+    failed = {c["name"] for c in json.loads(gated.read_text())["checks"] if not c["passed"]}
+    assert failed == {"binding_variant"}

@@ -1,4 +1,4 @@
-"""`compare(doc, suite) -> list[Check]`: the gate's verdict as data. Pure: no I/O, no printing.
+"""The gate's checks as data: thresholds, parity and baseline checks on a results document. Pure.
 
 Every check has a direction: `max` means the value must be <= the threshold, `min` means >=.
 A check whose inputs are missing (no run, a scoring error) fails: the gate fails closed.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from evalsuite.config import Limits, Suite
+from evalsuite.config import BaselineCfg, Limits, Suite
 
 Direction = Literal["max", "min"]
 
@@ -58,28 +58,6 @@ def error_for(doc: dict[str, Any], variant: str, dataset: str) -> str:
         if err["variant"] == variant and err.get("dataset") in (None, dataset):
             return f"error: {err['message']}"
     return ""
-
-
-def compare(doc: dict[str, Any], suite: Suite) -> list[Check]:
-    checks: list[Check] = []
-    runners = suite.eval.runners
-    datasets = [run_label(d) for d in suite.eval.datasets]
-    base_runner = "ort" if "ort" in runners else "torch"
-    for ds in datasets:
-        if "torch" in runners and "ort" in runners:
-            checks += parity_checks(doc, suite, ds)
-        for v in suite.variants:
-            checks += variant_checks(doc, v.name, ds, base_runner, suite.thresholds.limits(v.name, ds))
-    for err in doc.get("errors", []):
-        checks.append(make_check("scoring", err["variant"], err.get("dataset") or "*", None, 0.0, "max",
-                                 detail=f"error: {err['message']}"))
-    return checks
-
-
-def run_label(ref: str) -> str:
-    """Dataset reference -> the label runs are stored under ('ptb', 'wikitext2:validation')."""
-    name, _, split = ref.partition(":")
-    return name if split in ("", "test") else ref
 
 
 def variant_checks(doc: dict[str, Any], variant: str, ds: str, base_runner: str, limits: Limits) -> list[Check]:
@@ -144,29 +122,58 @@ def parity_checks(doc: dict[str, Any], suite: Suite, ds: str) -> list[Check]:
     return out
 
 
-def baseline_checks(doc: dict[str, Any], baseline: dict[str, Any], max_rel: float, name: str) -> list[Check]:
-    """Each run's PPL vs the stored baseline run with the same variant, runner, dataset and policy.
-    A baseline recorded under another window policy cannot be compared: one failing check says so."""
+def baseline_checks(doc: dict[str, Any], baseline: dict[str, Any], cfg: BaselineCfg, name: str) -> list[Check]:
+    """Each run's PPL vs the stored baseline run with the same variant, runner, dataset, policy and
+    variant settings, for the same model (origin and tokenizer sha256). A baseline of another model
+    or window policy cannot be compared: one failing check says so. With `max_rel_change` set the
+    comparison is two-sided: a PPL that drops by more than it fails too."""
+    model = baseline_model_check(doc, baseline, name)
+    if not model.passed:
+        return [model]
     policy = ("window", "stride", "bos", "max_tokens")
     ours = {tuple(r[k] for k in policy) for r in doc.get("runs", [])}
     theirs = {tuple(r.get(k) for k in policy) for r in baseline.get("runs", [])}
     if ours and not ours & theirs:
-        return [make_check("baseline_rel_regression", "*", "*", None, max_rel, "max",
-                           detail=f"baseline {name} was recorded with (window, stride, bos, max_tokens) "
-                                  f"{sorted(theirs, key=str)[0]}, this run used {sorted(ours, key=str)[0]}; "
-                                  "update the baseline or pass --no-baseline")]
-    out = []
+        return [model, make_check("baseline_rel_regression", "*", "*", None, cfg.max_rel_regression, "max",
+                                  detail=f"baseline {name} was recorded with (window, stride, bos, max_tokens) "
+                                         f"{sorted(theirs, key=str)[0]}, this run used {sorted(ours, key=str)[0]}; "
+                                         "update the baseline or pass --no-baseline")]
+    out = [model]
     for run in doc.get("runs", []):
-        key = ("variant", "runner", "dataset", *policy)
-        match = next((b for b in baseline.get("runs", []) if all(b.get(k) == run[k] for k in key)), None)
+        match, why = _baseline_match(doc, baseline, run, name)
         rel = (run["ppl"] - match["ppl"]) / match["ppl"] if match else None
-        detail = f"baseline {name}" if match else f"no entry in baseline {name} with this policy"
         who = f"base/{run['runner']}" if run["variant"] == "base" else run["variant"]
-        out.append(make_check("baseline_rel_regression", who, run["dataset"], rel, max_rel, "max",
-                              match["ppl"] if match else None, detail))
+        ref = match["ppl"] if match else None
+        out.append(make_check("baseline_rel_regression", who, run["dataset"], rel, cfg.max_rel_regression, "max",
+                              ref, why))
+        if cfg.max_rel_change is not None:
+            out.append(make_check("baseline_rel_change", who, run["dataset"], None if rel is None else abs(rel),
+                                  cfg.max_rel_change, "max", ref,
+                                  why if rel is None or abs(rel) <= cfg.max_rel_change
+                                  else f"PPL moved {100 * rel:+.2f}%: baseline {name} no longer describes this model"))
     return out
 
 
-def verdict(checks: list[Check]) -> bool:
-    """True only when there is at least one check and every check passed."""
-    return bool(checks) and all(c.passed for c in checks)
+def baseline_model_check(doc: dict[str, Any], baseline: dict[str, Any], name: str) -> Check:
+    keys = ("origin_sha256", "tokenizer_sha256")
+    ours = doc.get("provenance", {}).get("model", {})
+    theirs = baseline.get("provenance", {}).get("model", {})
+    diff = [k for k in keys if not ours.get(k) or ours.get(k) != theirs.get(k)]
+    detail = (f"baseline {name} was recorded for model {theirs.get('source')} ({str(theirs.get(diff[0]))[:12]}...), "
+              f"this run scored {ours.get('source')} ({str(ours.get(diff[0]))[:12]}...); pass --baseline FILE for "
+              "this model or --no-baseline") if diff else ""
+    return Check("baseline_model", "*", "*", 0.0 if diff else 1.0, 1.0, "min", not diff, detail=detail)
+
+
+def _baseline_match(doc: dict[str, Any], baseline: dict[str, Any], run: dict[str, Any],
+                    name: str) -> tuple[dict[str, Any] | None, str]:
+    key = ("variant", "runner", "dataset", "window", "stride", "bos", "max_tokens")
+    match = next((b for b in baseline.get("runs", []) if all(b.get(k) == run[k] for k in key)), None)
+    if match is None:
+        return None, f"no entry in baseline {name} with this policy"
+    if run["variant"] != "base":
+        ours = doc.get("binding", {}).get("suite", {}).get("variants", {}).get(run["variant"])
+        theirs = baseline.get("binding", {}).get("suite", {}).get("variants", {}).get(run["variant"])
+        if ours != theirs:
+            return None, f"baseline {name} holds '{run['variant']}' with other settings ({theirs})"
+    return match, f"baseline {name}"

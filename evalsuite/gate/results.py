@@ -10,7 +10,7 @@ from typing import Any
 from evalsuite.cache import atomic_write_text
 from evalsuite.errors import DataError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: `binding` (what the suite asked for and what was scored)
 WINDOW_POLICY = (
     "sliding windows: each window feeds <= window tokens; logits[i] predict token[i+1]; the first "
     "window scores all its positions, each later one the next `stride` tokens; every token after "

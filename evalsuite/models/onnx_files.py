@@ -93,3 +93,30 @@ def check_loadable(model: Path) -> None:
     if "input_ids" not in inputs or "logits" not in outputs or len(outputs["logits"].shape) != 3:
         raise ModelError(f"{model.name} does not take input_ids and return per-position logits [batch, seq, vocab]; "
                          "rebuild it as a decoder-only language model with its lm_head")
+
+
+def external_files(model: Path) -> list[Path]:
+    """The external-data files `model` references (unique, in first-use order)."""
+    import onnx
+
+    proto = onnx.load(str(model), load_external_data=False)
+    names: dict[str, None] = {}
+    for tensor in _external_tensors(proto):
+        loc = {e.key: e.value for e in tensor.external_data}.get("location", "")
+        names.setdefault(loc, None)
+    return [model.parent / loc for loc in names]
+
+
+def content_sha256(model: Path) -> str:
+    """Identity of what ONNX Runtime scores: the model file's bytes and each external-data file's
+    (name and bytes). A file, never a folder or a path: two different files never share it."""
+    import hashlib
+
+    from evalsuite.cache import file_sha256
+
+    check_external_data(model)
+    digest = hashlib.sha256()
+    for path in [model, *external_files(model)]:
+        digest.update(path.name.encode())
+        digest.update(file_sha256(path).encode())
+    return digest.hexdigest()

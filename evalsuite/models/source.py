@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from evalsuite.cache import atomic_dir, cache_root, file_sha256, tree_sha256
+from evalsuite.cache import atomic_dir, cache_root, file_sha256
 from evalsuite.errors import ModelError
 from evalsuite.quiet import quiet_transformers
 
@@ -70,8 +70,7 @@ def _folder(name: str, path: Path, kind: str) -> ModelSource:
         pickled = [*(p.name for p in path.glob("*.bin")), *(p.name for p in path.glob("*.pt"))]
         why = f" (found pickled {pickled[0]}, which is never loaded)" if pickled else ""
         raise ModelError(f"{path} has no *.safetensors weights{why}; convert the weights to safetensors")
-    weights = [*sorted(path.glob("*.safetensors")), path / "config.json"]
-    origin = _hash_files(weights)
+    origin = _hash_files(_weight_files(path))
     tok = _hash_files([path / f for f in TOKENIZER_FILES if (path / f).is_file()])
     return ModelSource(name, path, kind, origin, tok)
 
@@ -124,18 +123,35 @@ def _export_gguf(gguf: Path, out: Path, trust_remote_code: bool) -> None:
     (out / "evalsuite_source.json").write_text(json.dumps({"gguf": str(gguf), "file": fname}))
 
 
-def _download(repo_id: str) -> Path:
+def _download(repo_id: str, local_only: bool = False) -> Path:
     try:
         from huggingface_hub import snapshot_download
 
         patterns = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt"]
-        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=local_only))
     except Exception as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise ModelError(f"cannot get '{repo_id}' from the hub ({first[:160]}); "
                          "give a local HF folder or .gguf file instead") from None
 
 
-def folder_identity(path: Path) -> str:
-    """Hash of a whole folder, for provenance of ONNX model folders."""
-    return tree_sha256(path)
+def origin_sha256(source: str) -> str:
+    """The `origin_sha256` that `resolve(source)` records, computed without exporting or downloading:
+    the GGUF's sha256, or the hash of a folder's weights and config (a hub id from the local hub
+    cache only). Raises ModelError when the model is not available here."""
+    if source == DEFAULT_MODEL:
+        return file_sha256(_smollm2_gguf())
+    path = Path(source).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelError(f"GGUF file not found: {path}")
+        return file_sha256(path)
+    if not path.is_dir() and source.count("/") == 1 and not source.startswith((".", "/", "~")):
+        path = _download(source, local_only=True)
+    if not (path / "config.json").is_file():
+        raise ModelError(f"model not found: {source}")
+    return _hash_files(_weight_files(path))
+
+
+def _weight_files(path: Path) -> list[Path]:
+    return [*sorted(path.glob("*.safetensors")), path / "config.json"]

@@ -16,7 +16,7 @@ from typing import Any
 from evalsuite.cache import key_of
 from evalsuite.config import Suite, VariantCfg
 from evalsuite.models.onnx_build import build_onnx, source_hash
-from evalsuite.models.onnx_files import resolve_onnx
+from evalsuite.models.onnx_files import external_files, resolve_onnx
 from evalsuite.models.source import ModelSource
 
 
@@ -33,7 +33,9 @@ def build_variant(source: ModelSource, v: VariantCfg, suite: Suite, provenance: 
     """Build (or find) the variant's ONNX folder; return its build info (path, size, method...)."""
     if v.method == "onnx":
         assert v.path is not None
-        folder = resolve_onnx(Path(v.path)).parent
+        # A file is scored as that file (never swapped for model.onnx beside it); a folder by its
+        # GenAI config or model.onnx.
+        folder = resolve_onnx(Path(v.path))
         info: dict[str, Any] = {"method": "onnx", "given": v.path}
     elif v.method == "rtn":
         folder = build_onnx(source.path, "int4", builder_options(v))
@@ -49,9 +51,9 @@ def build_variant(source: ModelSource, v: VariantCfg, suite: Suite, provenance: 
     return info
 
 
-def weights_mb(folder: Path) -> float:
-    """Size on disk of the model file and its external data (MB = 1e6 bytes)."""
-    model = resolve_onnx(folder)
-    files = [model, *[p for p in folder.iterdir() if p.name.startswith(model.name + ".") or p.suffix == ".data"]]
+def weights_mb(path: Path) -> float:
+    """Size on disk of the model file and the external data it references (MB = 1e6 bytes)."""
+    model = resolve_onnx(path)
+    files = [model, *external_files(model)]
     return round(sum(p.stat().st_size for p in set(files) if p.is_file()) / 1e6, 2)
 

@@ -59,10 +59,25 @@ def check_shards(docs: list[dict[str, Any]]) -> None:
         raise DataError(f"shards {indices} do not form a complete set 0..n-1; merge one file per shard")
     if any(d["policy"] != docs[0]["policy"] for d in docs):
         raise DataError("shards were run with different window policies; rerun them with one config")
+    for doc in docs[1:]:  # suite, policy, model and every variant's settings and identity
+        where = first_difference(docs[0].get("binding"), doc.get("binding"), "binding")
+        if where:
+            raise DataError(f"shard {doc['shard']['index']} differs from shard {docs[0]['shard']['index']} in "
+                            f"{where}; rerun all shards from one config")
     data = [d["provenance"].get("data") for d in docs]
-    models = [d["provenance"].get("model", {}).get("origin_sha256") for d in docs]
-    if any(x != data[0] for x in data) or any(m != models[0] for m in models):
-        raise DataError("shards scored different data or models; rerun them from one config")
+    if any(x != data[0] for x in data):
+        raise DataError("shards scored different data; rerun them from one config")
+
+
+def first_difference(a: Any, b: Any, path: str) -> str:
+    """Dotted path of the first place where `a` and `b` differ ('' when equal)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            where = first_difference(a.get(key), b.get(key), f"{path}.{key}")
+            if where:
+                return where
+        return ""
+    return "" if a == b else f"{path} ({a!r} vs {b!r})"
 
 
 def rebuild(key: tuple[str, str, str], parts: list[dict[str, Any]], n_shards: int

@@ -3,22 +3,25 @@
 Uncertainty treats windows as the independent units (tokens inside a window are correlated):
 - `nll_se`: cluster-robust standard error of the mean NLL over windows (ratio estimator);
   `ppl_ci95` = exp(mean ± 1.96 se).
-- Paired ΔPPL between a variant and its base on the same tokens: a paired bootstrap over windows
-  (2,000 resamples, fixed seed): each resample draws windows with replacement and recomputes both
-  PPLs on the same draw; the 2.5/97.5 percentiles give `dppl_ci95` and `ln_ratio_ci95`.
+- Paired ΔPPL between a variant and its base on the same tokens: a t interval over windows. Each
+  window w gives the paired NLL difference d_w (summed over its targets, n_w targets); the ln PPL
+  ratio is r = sum d_w / sum n_w, its cluster-robust standard error
+  se = sqrt(W / (W - 1) * sum (d_w - r n_w)^2) / sum n_w, and the 95 % interval is
+  r ± t(0.975, W - 1) se. ΔPPL bounds are PPL_base * (exp(r bound) - 1), conditioning on the base.
+  With few windows (the default suites have 7-8) Student's t keeps coverage near nominal where a
+  percentile bootstrap covered ~86 % (tests/test_metrics.py simulates 7, 8, 16 and 100 windows).
+  With a single window no interval exists; the keys are left out and interval gating fails closed.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 
 from evalsuite.data.windows import Window
 from evalsuite.scoring.tokenstats import PAIRED, SOLO
-
-BOOTSTRAP = 2000
-SEED = 0
 
 
 def window_sums(values: np.ndarray, windows: list[Window]) -> tuple[np.ndarray, np.ndarray]:
@@ -86,17 +89,40 @@ def paired_metrics(cols: np.ndarray, base_nll: np.ndarray, windows: list[Window]
 def paired_interval(nll: np.ndarray, base_nll: np.ndarray, windows: list[Window]) -> dict[str, float]:
     sv, counts = window_sums(nll, windows)
     sb, _ = window_sums(base_nll, windows)
-    rng = np.random.default_rng(SEED)
-    draws = rng.multinomial(len(windows), np.full(len(windows), 1.0 / len(windows)), size=BOOTSTRAP)
-    tok = draws @ counts  # [B] tokens per resample
-    ln_v, ln_b = (draws @ sv) / tok, (draws @ sb) / tok
-    dppl = np.exp(ln_v) - np.exp(ln_b)
-    ln_ratio = ln_v - ln_b
-    return {
-        "dppl": math.exp(sv.sum() / counts.sum()) - math.exp(sb.sum() / counts.sum()),
-        "dppl_ci95_low": float(np.percentile(dppl, 2.5)),
-        "dppl_ci95_high": float(np.percentile(dppl, 97.5)),
-        "ln_ratio": float((sv.sum() - sb.sum()) / counts.sum()),
-        "ln_ratio_ci95_low": float(np.percentile(ln_ratio, 2.5)),
-        "ln_ratio_ci95_high": float(np.percentile(ln_ratio, 97.5)),
-    }
+    total = counts.sum()
+    ratio = float((sv.sum() - sb.sum()) / total)
+    base_ppl = math.exp(sb.sum() / total)
+    out = {"dppl": math.exp(sv.sum() / total) - base_ppl, "ln_ratio": ratio}
+    n = len(windows)
+    if n < 2:
+        return out
+    resid = (sv - sb) - ratio * counts
+    se = math.sqrt(n / (n - 1) * float(np.sum(resid**2))) / total
+    half = t_quantile(0.975, n - 1) * se
+    return {**out, "ln_ratio_ci95_low": ratio - half, "ln_ratio_ci95_high": ratio + half,
+            "dppl_ci95_low": base_ppl * math.expm1(ratio - half),
+            "dppl_ci95_high": base_ppl * math.expm1(ratio + half), "interval_windows": float(n)}
+
+
+@functools.cache
+def t_quantile(p: float, df: int) -> float:
+    """Quantile of Student's t with `df` degrees of freedom (0.5 < p < 1), by bisection on its CDF."""
+    lo, hi = 0.0, 1.0
+    while t_cdf(hi, df) < p:
+        hi *= 2.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if t_cdf(mid, df) < p else (lo, mid)
+    return (lo + hi) / 2
+
+
+def t_cdf(x: float, df: int) -> float:
+    """CDF of Student's t at x >= 0: 0.5 + the integral of its density from 0 to x (Simpson, 2,000 steps)."""
+    c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+    steps = 2000
+    h = x / steps
+    grid = np.linspace(0.0, x, steps + 1)
+    pdf = c * (1 + grid**2 / df) ** (-(df + 1) / 2)
+    weights = np.ones(steps + 1)
+    weights[1:-1:2], weights[2:-1:2] = 4, 2
+    return 0.5 + float(h / 3 * np.dot(weights, pdf))

@@ -1,0 +1,162 @@
+"""Is a results document exactly the configured run? Checked before any threshold, pure (no I/O).
+
+A document carries `binding`: what the suite asked for (`suite`: window policy, datasets, runners,
+model settings, every variant's settings) and what was scored (`content`: the model's origin and
+tokenizer sha256, the ORT base's identity, every variant's identity: the content hash of a given
+ONNX file and its data, or the build key of a cached build). The gate fails, with a named check,
+on a shard or incomplete document, on any binding mismatch, and on values no real run produces.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from evalsuite.config import Suite, VariantCfg, run_label
+from evalsuite.gate.checks import Check
+
+POLICY_KEYS = ("window", "stride", "bos", "max_tokens")
+
+
+def variant_settings(v: VariantCfg) -> dict[str, Any]:
+    """What determines a variant's numbers besides the model: its settings, not where a file lies
+    (a given file is bound by its content hash instead)."""
+    out = dataclasses.asdict(v)
+    out.pop("path")
+    if v.method != "awq":
+        out.pop("calibration")
+    return out
+
+
+def suite_binding(suite: Suite) -> dict[str, Any]:
+    ev = suite.eval
+    return {
+        "policy": {k: getattr(ev, k) for k in POLICY_KEYS},
+        "datasets": [run_label(d) for d in ev.datasets],
+        "runners": list(ev.runners),
+        "model": {"source": suite.model.source, "onnx_given": suite.model.onnx is not None,
+                  "trust_remote_code": suite.model.trust_remote_code},
+        "variants": {v.name: variant_settings(v) for v in suite.variants},
+    }
+
+
+def _table(doc: dict[str, Any], key: str) -> dict[str, Any]:
+    value = doc.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _check(name: str, who: str, ok: bool, detail: str) -> Check:
+    return Check(name, who, "*", 1.0 if ok else None, 1.0, "min", ok, detail="" if ok else detail)
+
+
+def integrity_checks(doc: dict[str, Any], suite: Suite, content: dict[str, Any] | None) -> list[Check]:
+    """`content`: identities of what the suite names now (given when gating a stored document)."""
+    binding = _table(doc, "binding")
+    want = suite_binding(suite)
+    have, scored = _table(binding, "suite"), _table(binding, "content")
+    out = [complete_check(doc), policy_check(doc, want["policy"]), suite_check(have, want)]
+    out.append(model_check(have.get("model"), want["model"], scored, content))
+    out += [variant_check(name, have, settings, scored, content) for name, settings in want["variants"].items()]
+    out += [plausible_check(doc), duplicate_check(doc)]
+    return out
+
+
+def complete_check(doc: dict[str, Any]) -> Check:
+    shard = doc.get("shard")
+    if shard:
+        why = f"shard {shard.get('index')}/{shard.get('count')} of a sharded run; merge all shards first"
+    elif doc.get("errors"):
+        why = "the run has scoring errors (see the scoring checks)"
+    else:
+        why = "the document is not marked complete"
+    return _check("result_complete", "*", doc.get("complete") is True and not shard, why)
+
+
+def policy_check(doc: dict[str, Any], want: dict[str, Any]) -> Check:
+    policy = _table(doc, "policy")
+    have = {k: policy.get(k) for k in POLICY_KEYS}
+    diff = [f"{k} {have[k]} (suite: {want[k]})" for k in POLICY_KEYS if have[k] != want[k]]
+    return _check("binding_policy", "*", not diff, "results scored with " + ", ".join(diff))
+
+
+def suite_check(have: dict[str, Any], want: dict[str, Any]) -> Check:
+    """Same datasets, runners and variant names as the suite asks for (settings: variant_check)."""
+    diff = [f"{key} {have.get(key)} (suite: {want[key]})" for key in ("datasets", "runners")
+            if have.get(key) != want[key]]
+    names, wanted = sorted(have.get("variants") or {}), sorted(want["variants"])
+    if names != wanted:
+        diff.append(f"variants {names} (suite: {wanted})")
+    return _check("binding_suite", "*", not diff, "results are of another suite: " + "; ".join(diff))
+
+
+def model_check(have: Any, want: dict[str, Any], scored: dict[str, Any], content: dict[str, Any] | None) -> Check:
+    if have != want:
+        return _check("binding_model", "base", False, f"results were made for model settings {have}, the suite "
+                                                      f"names {want}")
+    if content is None:
+        return _check("binding_model", "base", True, "")
+    now, then = content.get("model", {}), scored.get("model") or {}
+    if now.get("origin_sha256") is None:
+        return _check("binding_model", "base", False, f"cannot verify the model's identity: {now.get('error')}")
+    if now["origin_sha256"] != then.get("origin_sha256"):
+        return _check("binding_model", "base", False,
+                      f"results scored model sha256 {str(then.get('origin_sha256'))[:12]}..., the suite's model is "
+                      f"{now['origin_sha256'][:12]}...")
+    if content.get("base_onnx") is not None and content["base_onnx"] != scored.get("base_onnx"):
+        return _check("binding_model", "base", False, "the ORT base ONNX file's content differs from the one scored")
+    return _check("binding_model", "base", True, "")
+
+
+def variant_check(name: str, have: dict[str, Any], settings: dict[str, Any], scored: dict[str, Any],
+                  content: dict[str, Any] | None) -> Check:
+    then = (have.get("variants") or {}).get(name)
+    if then != settings:
+        return _check("binding_variant", name, False,
+                      "no such variant in the results" if then is None else f"scored with settings {then}")
+    now = (content or {}).get("variants", {}).get(name)
+    if now is not None and now != (scored.get("variants") or {}).get(name):
+        return _check("binding_variant", name, False, f"the file scored as '{name}' differs from the one configured "
+                                                      f"now ({str(now)[:12]}...)")
+    return _check("binding_variant", name, True, "")
+
+
+def implausible(run: dict[str, Any]) -> str:
+    """Why a run's numbers cannot come from a real run, or ''."""
+    def num(key: str, src: dict[str, Any]) -> float | None:
+        v = src.get(key)
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    ppl, tokens = num("ppl", run), num("tokens_scored", run)
+    if ppl is None or not math.isfinite(ppl) or ppl <= 1.0:
+        return f"PPL {run.get('ppl')!r} (must be a finite number > 1)"
+    if tokens is None or tokens < 1:
+        return f"tokens_scored {run.get('tokens_scored')!r} (must be >= 1)"
+    metrics = _table(run, "metrics")
+    kld = num("kld_mean", metrics)
+    if "kld_mean" in metrics and (kld is None or not kld >= 0):
+        return f"KLD {metrics.get('kld_mean')!r} (must be >= 0)"
+    for key in ("same_top", "top1_acc"):
+        val = num(key, metrics)
+        if key in metrics and (val is None or not 0.0 <= val <= 1.0):
+            return f"{key} {metrics.get(key)!r} (must be in [0, 1])"
+    return ""
+
+
+def plausible_check(doc: dict[str, Any]) -> Check:
+    for run in doc.get("runs", []):
+        why = implausible(run)
+        if why:
+            who = f"{run.get('variant')}/{run.get('runner')} on {run.get('dataset')}"
+            return _check("plausible_values", "*", False, f"{who}: {why}")
+    return _check("plausible_values", "*", True, "")
+
+
+def duplicate_check(doc: dict[str, Any]) -> Check:
+    seen: set[tuple[Any, ...]] = set()
+    for run in doc.get("runs", []):
+        key = (run.get("variant"), run.get("runner"), run.get("dataset"))
+        if key in seen:
+            return _check("unique_runs", "*", False, f"run {'/'.join(map(str, key))} appears more than once")
+        seen.add(key)
+    return _check("unique_runs", "*", True, "")

@@ -1,0 +1,54 @@
+"""`compare(doc, suite) -> list[Check]`: the gate's verdict as data. Pure: no I/O, no printing.
+
+Order: integrity first (binding.py: is this exactly the configured, complete run with plausible
+values?), then one `result_present` check per configured runner and variant on every dataset, then
+parity and threshold checks (checks.py), then one failing check per recorded scoring error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from evalsuite.config import Suite, run_label
+from evalsuite.gate.binding import integrity_checks
+from evalsuite.gate.checks import Check, error_for, find_run, make_check, parity_checks, variant_checks
+
+
+def compare(doc: dict[str, Any], suite: Suite, content: dict[str, Any] | None = None) -> list[Check]:
+    """Every check of `doc` against `suite`. `content`: identities of what the suite names *now*
+    (see suite.content_identity), compared with the document's when gating a stored results file."""
+    checks: list[Check] = integrity_checks(doc, suite, content)
+    runners = suite.eval.runners
+    datasets = [run_label(d) for d in suite.eval.datasets]
+    base_runner = "ort" if "ort" in runners else "torch"
+    for ds in datasets:
+        checks += presence_checks(doc, suite, ds)
+        if "torch" in runners and "ort" in runners:
+            checks += parity_checks(doc, suite, ds)
+        for v in suite.variants:
+            checks += variant_checks(doc, v.name, ds, base_runner, suite.thresholds.limits(v.name, ds))
+    for err in doc.get("errors", []):
+        checks.append(make_check("scoring", err["variant"], err.get("dataset") or "*", None, 0.0, "max",
+                                 detail=f"error: {err['message']}"))
+    return checks
+
+
+def presence_checks(doc: dict[str, Any], suite: Suite, ds: str) -> list[Check]:
+    """One `result_present` check per configured runner (base) and variant on `ds`, whatever the
+    thresholds say: a configured pair can never end up with zero checks."""
+    wanted = [("base", r) for r in suite.eval.runners]
+    if "ort" in suite.eval.runners:
+        wanted += [(v.name, "ort") for v in suite.variants]
+    out = []
+    for variant, runner in wanted:
+        run = find_run(doc, variant, runner, ds)
+        who = f"base/{runner}" if variant == "base" else variant
+        detail = "" if run else (error_for(doc, variant, ds) or f"no {runner} result for {who} on {ds}")
+        out.append(Check("result_present", who, ds, 1.0 if run else None, 1.0, "min", run is not None,
+                         detail=detail))
+    return out
+
+
+def verdict(checks: list[Check]) -> bool:
+    """True only when there is at least one check and every check passed."""
+    return bool(checks) and all(c.passed for c in checks)
