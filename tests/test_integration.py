@@ -66,7 +66,7 @@ def test_cli_reports_real_ppl(dataset: str, expected: float, tmp_path: Path, dat
     assert run["tokens_scored"] == 1023 and run["windows"] == 7
     assert math.isclose(run["ppl"], math.exp(run["nll_mean"]), rel_tol=1e-12)
     assert math.isclose(run["ppl"], expected, rel_tol=1e-4), run["ppl"]
-    assert doc["schema_version"] == 1 and doc["provenance"]["model"]["origin_sha256"]
+    assert doc["schema_version"] == 2 and doc["provenance"]["model"]["origin_sha256"]
 
 
 def test_default_gate_parity_and_awq_beats_rtn(tmp_path: Path, data_dir: Path) -> None:
