@@ -19,11 +19,27 @@ NAMES = {
     "same_top": "same top token",
     "top1_drop": "top-1 acc drop",
     "scoring": "scoring",
+    "result_complete": "complete run (no shard)",
+    "result_present": "result present",
+    "binding_policy": "same window policy",
+    "binding_suite": "same suite",
+    "binding_model": "same model",
+    "binding_variant": "same variant",
+    "plausible_values": "plausible values",
+    "unique_runs": "unique runs",
+    "baseline_model": "baseline of this model",
+    "baseline_rel_change": "vs baseline |ΔPPL| %",
 }
-PERCENT = {"rel_dppl", "parity_rel_dppl", "baseline_rel_regression", "parity_top1_agree", "same_top", "top1_drop"}
+PERCENT = {"rel_dppl", "parity_rel_dppl", "baseline_rel_regression", "baseline_rel_change", "parity_top1_agree",
+           "same_top", "top1_drop"}
+# Yes/no checks (gate/binding.py, result_present): value 1 when satisfied, None when not.
+BOOLEAN = {"result_complete", "result_present", "binding_policy", "binding_suite", "binding_model", "binding_variant",
+           "plausible_values", "unique_runs", "baseline_model"}
 
 
 def fmt(name: str, value: float | None) -> str:
+    if name in BOOLEAN:
+        return "yes" if value else "no"
     if value is None:
         return "—"
     if name in PERCENT:
@@ -32,6 +48,8 @@ def fmt(name: str, value: float | None) -> str:
 
 
 def bound(check: Check) -> str:
+    if check.name in BOOLEAN:
+        return "yes"
     op = "≤" if check.direction == "max" else "≥"
     return f"{op} {fmt(check.name, check.threshold).lstrip('+')}"
 

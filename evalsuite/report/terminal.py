@@ -88,13 +88,13 @@ def quality_table(doc: dict[str, Any], checks: list[Any]) -> Table:
 
 
 def checks_table(checks: list[Any]) -> Table:
-    from evalsuite.report.ci import NAMES, bound, fmt
+    from evalsuite.report.ci import BOOLEAN, NAMES, bound, fmt
 
     table = Table(title="Checks")
     for col in ("check", "variant", "dataset", "value", "threshold", "margin", "result"):
         table.add_column(col, justify="right" if col in ("value", "threshold", "margin") else "left")
     for c in checks:
-        margin = "—" if c.margin is None else fmt(c.name, c.margin)
+        margin = "—" if c.margin is None or c.name in BOOLEAN else fmt(c.name, c.margin)
         result = "[green]PASS" if c.passed else f"[red]FAIL[/red] {c.detail}".rstrip()
         table.add_row(NAMES.get(c.name, c.name), c.variant, c.dataset, fmt(c.name, c.value), bound(c),
                       margin, result)
