@@ -109,6 +109,7 @@ def suite_from_args(args: argparse.Namespace) -> Any:
 def score(args: argparse.Namespace, suite: Any) -> dict[str, Any]:
     """Run the suite and return the results document (printing the PPL table)."""
 
+    from evalsuite.cache import fresh_builds
     from evalsuite.data import corpora
     from evalsuite.gate import results
     from evalsuite.report import terminal
@@ -116,8 +117,9 @@ def score(args: argparse.Namespace, suite: Any) -> dict[str, Any]:
 
     data_dir = corpora.resolve_data_dir(args.data_dir)
     reference = results.read(args.reference, "reference") if args.reference else None
-    evaluation = evaluate(suite, data_dir, terminal.RichProgress(terminal.console(stderr=True)), resume=not args.fresh,
-                          shard=args.shard)
+    with fresh_builds(args.fresh):  # --fresh: rebuild every cache entry and ignore the journal
+        evaluation = evaluate(suite, data_dir, terminal.RichProgress(terminal.console(stderr=True)),
+                              resume=not args.fresh, shard=args.shard)
     terminal.print_results(terminal.console(), evaluation.runs)
     for err in evaluation.errors:
         print(f"evalsuite: {err['variant']}/{err['runner']}: {err['message']}", file=sys.stderr)

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from evalsuite.cache import package_versions
+from evalsuite.cache import package_versions, sweep_stale
 from evalsuite.config import Suite
 from evalsuite.cpu import cpu_info, cpu_key
 from evalsuite.data import corpora
@@ -112,6 +112,7 @@ def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = No
     are reused (an interrupted or repeated run only scores what is missing). With `shard=(i, n)`
     only every n-th window from i is scored; `scoring/merge.py` combines the n shards."""
     progress = progress or NullProgress()
+    sweep_stale()
     texts = load_texts(suite, data_dir)
     source = model_source.resolve(suite.model.source, suite.model.trust_remote_code)
     streams = load_streams(suite, source, texts)

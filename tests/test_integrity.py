@@ -4,6 +4,7 @@ cache entries, SIGTERM mid-build. Nothing stale, corrupted or half-written is ev
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -80,3 +81,92 @@ def test_concurrent_shards_on_one_cache_are_exact(tiny_llama_dir: Path, data_dir
     assert warm["reused_tokens"] == warm["tokens_scored"] > 0  # every window came from the two shards
     assert warm["nll_sum"] == fresh["nll_sum"] and warm["ppl"] == fresh["ppl"]  # bit for bit
     assert warm["metrics"] == fresh["metrics"]
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    """Flip one byte in place and put the modification time back (a hostile, silent edit)."""
+    st = path.stat()
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        byte = fh.read(1)
+        fh.seek(offset)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_manifest_catches_every_edit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from evalsuite.cache import build_entry, reuse, verify_entry
+
+    def make() -> Path:
+        with build_entry(tmp_path / "entry") as tmp:
+            (tmp / "weights.bin").write_bytes(bytes(range(256)) * 64)
+            (tmp / "sub").mkdir()
+            (tmp / "sub" / "config.json").write_text("{}")
+        return tmp_path / "entry"
+
+    entry = make()
+    assert verify_entry(entry) is None and reuse(entry)
+    edits = {
+        "flip": lambda: flip_byte(entry / "weights.bin", 1000),
+        "truncate": lambda: os.truncate(entry / "weights.bin", 100),
+        "delete": lambda: (entry / "sub" / "config.json").unlink(),
+        "extra": lambda: (entry / "extra.onnx").write_bytes(b"x"),
+        "manifest": lambda: (entry / ".evalsuite_manifest.json").write_text("{"),
+    }
+    for name, edit in edits.items():
+        edit()
+        assert verify_entry(entry) is not None, name
+        assert not reuse(entry), name  # moved aside: the caller rebuilds
+        assert not entry.exists() and not list(tmp_path.glob(".entry*")), name
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and str(entry) in err, (name, err)
+        entry = make()
+    assert verify_entry(entry, full=True) is None
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "empty"])
+def test_corrupt_token_cache_heals(damage: str, tiny_llama_dir: Path, data_dir: Path, tmp_path: Path) -> None:
+    args = [*TORCH_ARGS, "--model", str(tiny_llama_dir), "--max-tokens", "300", "--stride", "64"]
+    cache = tmp_path / "cache"
+    finish(evalsuite([*args, "--json-out", str(tmp_path / "clean.json")], cache, data_dir))
+    (npz,) = (cache / "tokens").glob("*.npz")
+    if damage == "flip":
+        flip_byte(npz, npz.stat().st_size // 2)
+    else:
+        os.truncate(npz, npz.stat().st_size // 2 if damage == "truncate" else 0)
+    for _ in journal_files(cache):
+        _.unlink()  # the token stream itself must be right: rescore from it
+    proc = evalsuite([*args, "--json-out", str(tmp_path / "healed.json")], cache, data_dir)
+    err = proc.communicate(timeout=600)[1].decode()
+    assert proc.returncode == 0, err
+    assert f"cache entry {npz}" in err and "rebuilt" in err
+    assert run_doc(tmp_path / "healed.json")["nll_sum"] == run_doc(tmp_path / "clean.json")["nll_sum"]
+    finish(evalsuite([*args, "--json-out", str(tmp_path / "again.json")], cache, data_dir))  # healed for good
+
+
+def journal_files(cache: Path) -> list[Path]:
+    return list((cache / "journal").glob("*.nll"))
+
+
+def test_corrupt_onnx_build_is_rebuilt_and_fresh_rebuilds(tiny_llama_dir: Path, data_dir: Path,
+                                                         tmp_path: Path) -> None:
+    (tmp_path / "suite.toml").write_text('[eval]\nrunners = ["ort"]\n')  # no variants: one build
+    args = ["eval", "--config", str(tmp_path / "suite.toml"), "--dataset", "ptb", "--window", "64", "--stride", "64",
+            "--threads", "1", "--model", str(tiny_llama_dir), "--max-tokens", "300"]
+    cache = tmp_path / "cache"
+    finish(evalsuite([*args, "--json-out", str(tmp_path / "clean.json")], cache, data_dir))
+    (build,) = (cache / "onnx").iterdir()
+    biggest = max((p for p in build.iterdir() if p.is_file()), key=lambda p: p.stat().st_size)
+    flip_byte(biggest, biggest.stat().st_size // 2)
+    for path in journal_files(cache):
+        path.unlink()  # without the journal, the corrupt weights would be scored
+    proc = evalsuite([*args, "--json-out", str(tmp_path / "healed.json")], cache, data_dir)
+    err = proc.communicate(timeout=600)[1].decode()
+    assert proc.returncode == 0, err
+    assert err.count(f"cache entry {build}") == 1 and "rebuilt" in err
+    assert run_doc(tmp_path / "healed.json")["nll_sum"] == run_doc(tmp_path / "clean.json")["nll_sum"]
+    inode = biggest.stat().st_ino
+    finish(evalsuite([*args, "--fresh", "--json-out", str(tmp_path / "fresh.json")], cache, data_dir))
+    assert biggest.stat().st_ino != inode  # --fresh rebuilt the build too
+    assert run_doc(tmp_path / "fresh.json")["nll_sum"] == run_doc(tmp_path / "clean.json")["nll_sum"]
+    assert not list((cache / "onnx").glob(".*"))  # nothing left aside

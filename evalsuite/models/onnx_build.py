@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from evalsuite.cache import atomic_dir, cache_root, file_sha256, key_of, package_versions
+from evalsuite.cache import build_entry, cache_root, file_sha256, key_of, package_versions, reuse
 from evalsuite.errors import ModelError
 from evalsuite.models.onnx_files import check_loadable, resolve_onnx
 
@@ -50,9 +50,9 @@ def build_onnx(hf_dir: Path, precision: str = "fp32", options: dict[str, str] | 
         raise ModelError(f"builder option '{bad[0]}' removes per-position logits, which perplexity needs; drop it")
     key = key_of({"source": source_hash(hf_dir), "precision": precision, "options": options, "v": versions()})
     out = (cache or cache_root()) / "onnx" / key
-    if (out / "evalsuite_build.json").is_file():
+    if reuse(out):
         return out
-    with atomic_dir(out) as tmp, tempfile.TemporaryDirectory(prefix="evalsuite-builder-") as scratch:
+    with build_entry(out) as tmp, tempfile.TemporaryDirectory(prefix="evalsuite-builder-") as scratch:
         seconds = _run_builder(hf_dir, tmp, precision, options, Path(scratch))
         check_model(tmp)
         info = {"source": str(hf_dir), "precision": precision, "options": options, "versions": versions(),
