@@ -1,6 +1,8 @@
 """Command line. `main(argv)` returns the exit code; every EvalsuiteError becomes one line + code.
 
-Exit codes: 0 pass, 1 failed check or scoring error, 2 usage/config/input error, 130 interrupted.
+Exit codes: 0 pass, 1 failed check or scoring error, 2 usage/config/input error, 130 interrupted
+(SIGINT, Ctrl-C), 143 terminated (SIGTERM, what CI runners send on cancel or timeout). Both stop the
+builder subprocess, remove temp folders and keep the per-window results journaled so far.
 """
 
 from __future__ import annotations
@@ -8,12 +10,25 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
 from evalsuite import __version__
 from evalsuite.errors import EvalsuiteError, UsageError
+
+EXIT_HELP = ("exit codes: 0 every check passed; 1 a check failed or scoring broke; 2 usage, config or input "
+             "error; 130 interrupted (SIGINT); 143 terminated (SIGTERM). On 130/143 the builder subprocess is "
+             "stopped, temp folders are removed and per-window results journaled so far are kept.")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so every cleanup path of Ctrl-C runs for it too."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -22,7 +37,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="evalsuite", description="Perplexity gate for quantized language models.")
+    parser = _Parser(prog="evalsuite", description="Perplexity gate for quantized language models.",
+                     epilog=EXIT_HELP)
     parser.add_argument("--version", action="version", version=f"evalsuite {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     ev = sub.add_parser("eval", help="score the model (and variants) on the datasets; print a table")
@@ -284,11 +300,25 @@ COMMANDS = {"eval": cmd_eval, "gate": cmd_gate, "baseline": cmd_baseline, "merge
 
 def main(argv: list[str] | None = None) -> int:
     try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread: signals cannot be handled here
+        return _main(argv)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
+    try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except EvalsuiteError as err:
         print(f"evalsuite: error: {err}", file=sys.stderr)
         return err.exit_code
+    except Terminated:
+        print("evalsuite: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("evalsuite: interrupted", file=sys.stderr)
         return 130

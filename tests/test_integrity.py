@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -170,3 +172,43 @@ def test_corrupt_onnx_build_is_rebuilt_and_fresh_rebuilds(tiny_llama_dir: Path, 
     assert biggest.stat().st_ino != inode  # --fresh rebuilt the build too
     assert run_doc(tmp_path / "fresh.json")["nll_sum"] == run_doc(tmp_path / "clean.json")["nll_sum"]
     assert not list((cache / "onnx").glob(".*"))  # nothing left aside
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_during_onnx_build_stops_the_builder(sig: int, code: int, tiny_llama_dir: Path, data_dir: Path,
+                                                    tmp_path: Path) -> None:
+    import psutil
+
+    (tmp_path / "suite.toml").write_text('[eval]\nrunners = ["ort"]\n')
+    cache = tmp_path / "cache"
+    proc = evalsuite(["eval", "--config", str(tmp_path / "suite.toml"), "--dataset", "ptb", "--max-tokens", "300",
+                      "--model", str(tiny_llama_dir), "--json-out", str(tmp_path / "r.json")], cache, data_dir)
+    children: list[psutil.Process] = []
+    deadline = time.monotonic() + 300
+    while not children and proc.poll() is None and time.monotonic() < deadline:
+        children = [c for c in psutil.Process(proc.pid).children(recursive=True)
+                    if "onnxruntime_genai" in " ".join(c.cmdline())]
+        time.sleep(0.05)
+    assert children, "the builder never started"
+    assert list((cache / "onnx").glob(".*.tmp"))  # mid-build
+    proc.send_signal(sig)
+    err = proc.communicate(timeout=120)[1].decode()
+    assert proc.returncode == code, err
+    assert err.strip().splitlines()[-1].startswith(("evalsuite: terminated", "evalsuite: interrupted"))
+    _, alive = psutil.wait_procs(children, timeout=30)
+    assert alive == []  # no builder survives its parent
+    assert not [p for p in (cache / "onnx").iterdir()]  # neither a .tmp folder nor a half build
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_stale_temp_entries_are_swept(tmp_path: Path) -> None:
+    from evalsuite.cache import sweep_stale
+
+    old, new = tmp_path / "onnx" / ".abc.x.tmp", tmp_path / "tokens" / ".k.npz.y.tmp"
+    old.mkdir(parents=True)
+    (old / "model.onnx").write_bytes(b"half")
+    new.parent.mkdir()
+    new.write_bytes(b"half")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    sweep_stale(tmp_path)
+    assert not old.exists() and new.exists()  # a fresh one may belong to a live process

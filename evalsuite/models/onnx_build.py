@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -68,13 +69,35 @@ def _run_builder(hf_dir: Path, out: Path, precision: str, options: dict[str, str
         cmd += ["--extra_options", *(f"{k}={v}" for k, v in sorted(options.items()))]
     start = time.perf_counter()
     env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=scratch)
+    # Its own process group: on SIGTERM/SIGINT (or any error) the whole builder tree is terminated.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=scratch,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate()
+    except BaseException:
+        _terminate_group(proc)
+        raise
     if proc.returncode != 0:
-        lines = [ln.strip() for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
+        lines = [ln.strip() for ln in (stderr or stdout).splitlines() if ln.strip()]
         last = lines[-1][:300] if lines else f"exit code {proc.returncode}"
         raise ModelError(f"the ONNX model builder failed for {hf_dir.name} ({precision}, "
                          f"{options or 'default options'}): {last}; check the model and builder options")
     return time.perf_counter() - start
+
+
+def _terminate_group(proc: subprocess.Popen[str], grace: float = 10.0) -> None:
+    """SIGTERM the child's process group, SIGKILL it after `grace` seconds; reap the child."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=grace)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    proc.wait()
 
 
 def check_model(folder: Path) -> None:
