@@ -18,12 +18,29 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from evalsuite.errors import EvalsuiteError
+from evalsuite.errors import EvalsuiteError, UsageError
 
 
 def cache_root() -> Path:
     env = os.environ.get("EVALSUITE_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "evalsuite"
+
+
+def check_cache_root() -> None:
+    """The cache (and its entry folders) must be usable folders: fail before any work otherwise."""
+    root = cache_root()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for kind in ("models", "onnx", "awq", "tokens", "journal"):
+            if (root / kind).exists() and not (root / kind).is_dir():
+                raise NotADirectoryError(0, "a file blocks the folder", str(root / kind))
+        fd, probe = tempfile.mkstemp(dir=root, prefix=".probe.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        where = err.filename or root
+        raise UsageError(f"cache folder {root} is not usable ({where}: {err.strerror}); set $EVALSUITE_CACHE "
+                         "to a writable folder") from None
 
 
 def file_sha256(path: Path) -> str:

@@ -113,8 +113,11 @@ def suite_from_args(args: argparse.Namespace) -> Any:
         "runners": tuple(dict.fromkeys(args.runner)) if args.runner else None,
         "provider": args.provider, "threads": args.threads,
     }
-    if args.max_tokens is not None and args.max_tokens < 2:
-        raise UsageError(f"--max-tokens must be at least 2, got {args.max_tokens}")
+    if args.max_tokens is not None and args.max_tokens < 3:
+        raise UsageError(f"--max-tokens must be at least 3 (at least 2 scored tokens are needed for an error "
+                         f"bar), got {args.max_tokens}")
+    if getattr(args, "plot", None) is not None:
+        check_folder(args.plot, "--plot")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be at least 1, got {args.threads}")
     ev = dataclasses.replace(ev, **{k: v for k, v in overrides.items() if v is not None})
@@ -125,12 +128,13 @@ def suite_from_args(args: argparse.Namespace) -> Any:
 def score(args: argparse.Namespace, suite: Any) -> dict[str, Any]:
     """Run the suite and return the results document (printing the PPL table)."""
 
-    from evalsuite.cache import fresh_builds
+    from evalsuite.cache import check_cache_root, fresh_builds
     from evalsuite.data import corpora
     from evalsuite.gate import results
     from evalsuite.report import terminal
     from evalsuite.suite import evaluate, to_document
 
+    check_cache_root()
     data_dir = corpora.resolve_data_dir(args.data_dir)
     reference = results.read(args.reference, "reference") if args.reference else None
     with fresh_builds(args.fresh):  # --fresh: rebuild every cache entry and ignore the journal
@@ -172,6 +176,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
     for out in (args.json_out, args.junit, args.markdown):
         if out is not None:
             check_writable(out)
+    if os.environ.get("GITHUB_STEP_SUMMARY"):
+        check_writable(Path(os.environ["GITHUB_STEP_SUMMARY"]), "$GITHUB_STEP_SUMMARY")
     baseline_path = args.baseline or (resolve_baseline(suite.baseline.file, args.config)
                                       if suite.baseline.file and not args.no_baseline else None)
     baseline = results.read(baseline_path, "baseline") if baseline_path else None
@@ -287,12 +293,23 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_writable(path: Path) -> None:
+def check_writable(path: Path, what: str | None = None) -> None:
     """Fail before scoring, not after minutes of work, when the output cannot be written."""
+    if path.expanduser().is_dir():
+        raise UsageError(f"cannot write {what or path}: {path} is a folder; give a file path")
     parent = path.expanduser().resolve().parent
     if not parent.is_dir() or not os.access(parent, os.W_OK):
         raise UsageError(f"cannot write {path}: folder {parent} is missing or not writable; "
                          "choose another output path")
+
+
+def check_folder(path: Path, what: str) -> None:
+    """An output folder: an existing folder, or a new one whose parent is writable."""
+    path = path.expanduser()
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{what} {path} is a file, not a folder; give a folder path")
+    if not path.exists():
+        check_writable(path)
 
 
 COMMANDS = {"eval": cmd_eval, "gate": cmd_gate, "baseline": cmd_baseline, "merge": cmd_merge, "bench": cmd_bench}

@@ -16,7 +16,7 @@ from evalsuite.config import Suite
 from evalsuite.cpu import cpu_info, cpu_key
 from evalsuite.data import corpora
 from evalsuite.data.windows import Window, check_policy, plan_windows, shard_windows
-from evalsuite.errors import DataError, ModelError, ScoringError
+from evalsuite.errors import DataError, ModelError, ScoringError, UsageError
 from evalsuite.gate.results import SCHEMA_VERSION, WINDOW_POLICY
 from evalsuite.models import source as model_source
 from evalsuite.quiet import quiet_transformers
@@ -79,9 +79,9 @@ def load_streams(suite: Suite, source: model_source.ModelSource, texts: list[cor
         if ev.max_tokens is not None:
             tokens = tokens[: ev.max_tokens]
         n = int(tokens.shape[0])
-        if n < 2:
+        if n < 3:
             raise DataError(f"dataset '{text.dataset}' has {n} token(s) after --max-tokens; "
-                            "at least 2 are needed")
+                            "at least 3 are needed (2 scored tokens for an error bar)")
         words, nbytes = corpora.span_counts(text.text, ends, 1, n)
         streams.append(Stream(text, tokens, plan_windows(n, ev.window, ev.stride), words, nbytes, len(tokenizer)))
     return streams
@@ -116,6 +116,7 @@ def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = No
     texts = load_texts(suite, data_dir)
     source = model_source.resolve(suite.model.source, suite.model.trust_remote_code)
     streams = load_streams(suite, source, texts)
+    check_shard(streams, shard)
     out = Evaluation(suite, provenance=provenance(source, streams), resume=resume, shard=shard)
     out.provenance["data_dir"] = str(data_dir) if data_dir else None
     ev = suite.eval
@@ -269,6 +270,15 @@ def _collect(out: Evaluation, lane: Lane, base: Lane, stream: Stream, indices: l
     key = (lane.variant, lane.runner.name, stream.label)
     out.cols[key] = lane.cols
     out.scored_windows[key] = indices
+
+
+def check_shard(streams: list[Stream], shard: tuple[int, int] | None) -> None:
+    """Every shard must score at least 2 tokens of every stream (an empty shard is a usage error)."""
+    for s in streams:
+        targets = sum(s.windows[i].n_targets for i in shard_indices(len(s.windows), shard))
+        if shard is not None and targets < 2:
+            raise UsageError(f"--shard {shard[0]}/{shard[1]} leaves {targets} token(s) of {s.label} to score "
+                             f"({len(s.windows)} windows); at least 2 are needed: use fewer shards")
 
 
 def shard_indices(n_windows: int, shard: tuple[int, int] | None) -> list[int]:

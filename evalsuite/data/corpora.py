@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +18,7 @@ from evalsuite.cache import cache_root, discard, file_sha256, fresh_wanted, key_
 from evalsuite.errors import ConfigError, DataError
 
 DATA_DIR_ENV = "EVALSUITE_DATA_DIR"
+NAME = re.compile(r"[A-Za-z0-9_-]+")  # a dataset name is a name, never a path
 RowRule = Literal["lines_blank_empty", "lines_stripped"]
 
 
@@ -32,6 +34,11 @@ class SplitSpec:
     hub_split: str
     file: str  # relative to the data dir
     sha256: str
+
+    def __post_init__(self) -> None:
+        path = Path(self.file)
+        if path.is_absolute() or ".." in path.parts or self.file.startswith("~"):
+            raise ValueError(f"file '{self.file}' must be a relative path inside the data dir (no '..')")
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,9 @@ def known_datasets() -> list[str]:
 
 
 def load_spec(name: str) -> DatasetSpec:
+    if not NAME.fullmatch(name):
+        raise DataError(f"dataset name {name!r} may hold only letters, digits, '_' and '-'; "
+                        f"known datasets: {', '.join(known_datasets())}")
     for folder in config_dirs():
         path = folder / f"{name}.toml"
         if path.is_file():
