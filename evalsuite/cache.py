@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -292,3 +293,55 @@ def sweep_stale(root: Path | None = None, max_age: float = STALE_SECONDS) -> Non
                         shutil.rmtree(path, ignore_errors=True)
                     else:
                         path.unlink()
+
+
+# --- `evalsuite cache ls | verify | clear` -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: str  # models, onnx, awq, tokens, journal
+    path: Path
+    size: int  # bytes
+    last_use: float  # epoch seconds: manifest touched on each reuse; file mtime for tokens/journal
+
+
+def entries(root: Path | None = None) -> list[Entry]:
+    """Every cache entry (temp folders and lock files excluded), oldest use first."""
+    root = root or cache_root()
+    out = []
+    for kind in (*ENTRY_KINDS, "tokens", "journal"):
+        folder = root / kind
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            if path.name.startswith(".") or path.suffix == ".lock":
+                continue
+            with contextlib.suppress(OSError):
+                out.append(_entry(kind, path))
+    return sorted(out, key=lambda e: e.last_use)
+
+
+def _entry(kind: str, path: Path) -> Entry:
+    if path.is_dir():
+        size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        stamp = path / MANIFEST if (path / MANIFEST).is_file() else path
+        return Entry(kind, path, size, stamp.stat().st_mtime)
+    st = path.stat()
+    return Entry(kind, path, st.st_size, st.st_mtime)
+
+
+def entry_problem(entry: Entry, full: bool = True) -> str | None:
+    """What is wrong with an entry (None: fine). Journal records verify themselves when read."""
+    if entry.kind in ENTRY_KINDS:
+        return verify_entry(entry.path, full) if entry.path.is_dir() else "is not a folder"
+    if entry.kind == "tokens":
+        return None if read_npz(entry.path) is not None else "is unreadable or fails its sha256"
+    return None
+
+
+def remove(entry: Entry) -> None:
+    discard(entry.path)
+    if entry.kind == "journal":
+        with contextlib.suppress(OSError):
+            Path(str(entry.path) + ".lock").unlink()

@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     mg = sub.add_parser("merge", help="combine --shard i/n result files into the numbers of one run")
     mg.add_argument("shards", nargs="+", type=Path, help="results JSON of every shard")
     mg.add_argument("--json-out", type=Path, required=True, help="write the merged results JSON here")
+    add_cache_parser(sub)
     base = sub.add_parser("baseline", help="manage stored baselines")
     bsub = base.add_subparsers(dest="baseline_command", required=True, parser_class=_Parser)
     upd = bsub.add_parser("update", help="write a baseline file from a results JSON (or a fresh run)")
@@ -63,6 +64,17 @@ def build_parser() -> argparse.ArgumentParser:
     upd.add_argument("--results", type=Path, help="results JSON to store (default: run the suite now)")
     upd.add_argument("--out", type=Path, required=True, help="baseline file to write, e.g. baselines/x.json")
     return parser
+
+
+def add_cache_parser(sub: Any) -> None:
+    cache = sub.add_parser("cache", help="list, verify or clear the cache ($EVALSUITE_CACHE, else ~/.cache/evalsuite)")
+    csub = cache.add_subparsers(dest="cache_command", required=True, parser_class=_Parser)
+    csub.add_parser("ls", help="every entry with its size and last use")
+    verify = csub.add_parser("verify", help="check every entry against its manifest; exit 1 if any is broken")
+    verify.add_argument("--fast", action="store_true",
+                        help="hash only files whose size/mtime/ctime changed (what every run does)")
+    clear = csub.add_parser("clear", help="delete entries (all, or those unused for --older-than days)")
+    clear.add_argument("--older-than", type=float, metavar="DAYS", help="only entries last used more than DAYS ago")
 
 
 def add_gate_args(p: argparse.ArgumentParser) -> None:
@@ -293,6 +305,36 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    import time
+
+    from evalsuite import cache
+
+    root = cache.cache_root()
+    found = cache.entries()
+    if args.cache_command == "ls":
+        for e in found:
+            used = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_use))
+            print(f"{e.kind:8} {e.size / 1e6:10.1f} MB  {used}  {e.path.name}")
+        print(f"{len(found)} entries, {sum(e.size for e in found) / 1e6:.1f} MB in {root}")
+        return 0
+    if args.cache_command == "verify":
+        broken = [(e, p) for e in found if (p := cache.entry_problem(e, full=not args.fast)) is not None]
+        for e, problem in broken:
+            print(f"BROKEN {e.kind}/{e.path.name}: {problem}")
+        print(f"{len(found) - len(broken)} of {len(found)} entries verified in {root}")
+        return 1 if broken else 0
+    if args.older_than is not None and args.older_than < 0:
+        raise UsageError(f"--older-than must be a number of days >= 0, got {args.older_than}")
+    cutoff = time.time() - 86400 * (args.older_than or 0)
+    gone = [e for e in found if args.older_than is None or e.last_use < cutoff]
+    for e in gone:
+        cache.remove(e)
+    cache.sweep_stale(root)
+    print(f"removed {len(gone)} entries, {sum(e.size for e in gone) / 1e6:.1f} MB from {root}")
+    return 0
+
+
 def check_writable(path: Path, what: str | None = None) -> None:
     """Fail before scoring, not after minutes of work, when the output cannot be written."""
     if path.expanduser().is_dir():
@@ -312,7 +354,8 @@ def check_folder(path: Path, what: str) -> None:
         check_writable(path)
 
 
-COMMANDS = {"eval": cmd_eval, "gate": cmd_gate, "baseline": cmd_baseline, "merge": cmd_merge, "bench": cmd_bench}
+COMMANDS = {"eval": cmd_eval, "gate": cmd_gate, "baseline": cmd_baseline, "merge": cmd_merge, "bench": cmd_bench,
+            "cache": cmd_cache}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -212,3 +212,38 @@ def test_stale_temp_entries_are_swept(tmp_path: Path) -> None:
     os.utime(old, (time.time() - 7200, time.time() - 7200))
     sweep_stale(tmp_path)
     assert not old.exists() and new.exists()  # a fresh one may belong to a live process
+
+
+def test_cache_subcommand_ls_verify_clear(tiny_llama_dir: Path, data_dir: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from test_reliability import REPO
+
+    from evalsuite.cache import build_entry
+
+    cache = tmp_path / "cache"
+    finish(evalsuite([*TORCH_ARGS, "--model", str(tiny_llama_dir), "--max-tokens", "300", "--stride", "64"],
+                     cache, data_dir))
+    with build_entry(cache / "onnx" / "abc") as tmp:
+        (tmp / "model.onnx").write_bytes(b"\0" * 1000)
+
+    def cache_cmd(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "EVALSUITE_CACHE": str(cache), "PYTHONPATH": str(REPO)}
+        return subprocess.run([sys.executable, "-m", "evalsuite", "cache", *args], env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    ls = cache_cmd("ls")
+    assert ls.returncode == 0 and "3 entries" in ls.stdout and "onnx" in ls.stdout and "tokens" in ls.stdout
+    assert cache_cmd("verify").returncode == 0
+    (npz,) = (cache / "tokens").glob("*.npz")
+    flip_byte(npz, 200)
+    flip_byte(cache / "onnx" / "abc" / "model.onnx", 10)
+    bad = cache_cmd("verify")
+    assert bad.returncode == 1 and f"tokens/{npz.name}" in bad.stdout and "onnx/abc" in bad.stdout
+    old = time.time() - 3 * 86400
+    os.utime(npz, (old, old))
+    assert "removed 1 entries" in cache_cmd("clear", "--older-than", "2").stdout
+    assert not npz.exists() and (cache / "onnx" / "abc").exists()
+    assert "removed 2 entries" in cache_cmd("clear").stdout
+    assert "0 entries" in cache_cmd("ls").stdout

@@ -4,6 +4,7 @@ and a token-stream cache keyed by tokenizer identity + text hash + BOS policy.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -164,6 +165,8 @@ def tokenize(text: Text, tokenizer: Any, tokenizer_id: str, bos: bool) -> tuple[
     if path.exists() and not fresh_wanted(path):
         cached = read_npz(path)
         if cached is not None and {"ids", "ends"} <= set(cached):
+            with contextlib.suppress(OSError):
+                os.utime(path)  # last use, for `evalsuite cache ls/clear`
             return cached["ids"].astype(np.int64), cached["ends"].astype(np.int64)
         warn(f"cache entry {path} is unreadable or fails its sha256; moved aside and rebuilt")
     if path.exists():
