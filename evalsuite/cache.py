@@ -196,6 +196,15 @@ def verify_entry(folder: Path, full: bool = False) -> str | None:
     return None
 
 
+def manifest_digest(folder: Path) -> str | None:
+    """sha256 over a (verified) entry's file names and hashes: the identity of what was built."""
+    try:
+        files = json.loads((folder / MANIFEST).read_text())["files"]
+        return key_of(sorted((rel, rec["sha256"]) for rel, rec in files.items()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 def discard(path: Path) -> None:
     """Move a cache entry aside (atomically, so no reader sees it half-deleted), then delete it."""
     aside = path.with_name(f".{path.name}.discarded-{os.getpid()}-{time.time_ns()}.tmp")

@@ -101,7 +101,8 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
                    help="score only windows I, I+N, I+2N, ... (0-based); combine with 'evalsuite merge'")
     p.add_argument("--plot", type=Path, metavar="DIR", help="write PNG plots (ΔNLL along the text, KLD) here")
     p.add_argument("--fresh", action="store_true",
-                   help="ignore per-window results stored by earlier (interrupted or identical) runs")
+                   help="ignore per-window results stored by earlier (interrupted or identical) runs and "
+                   "rebuild every cached model, ONNX build and token stream")
     p.add_argument("--reference", type=Path,
                    help="print a stored or published results file beside this run "
                    "(e.g. baselines/phi3-mini-published.json)")

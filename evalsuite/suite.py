@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from evalsuite.cache import package_versions, sweep_stale
+from evalsuite.cache import manifest_digest, package_versions, sweep_stale
 from evalsuite.config import Suite
 from evalsuite.cpu import cpu_info, cpu_key
 from evalsuite.data import corpora
@@ -168,8 +168,11 @@ def _torch_runner(suite: Suite, source: model_source.ModelSource) -> Runner:
     from evalsuite.models.torch_runner import TorchRunner
 
     runner = TorchRunner(source.path, suite.eval.threads, suite.model.trust_remote_code)
-    runner.identity = {"runner": "torch", "model": source.origin_sha256, "threads": suite.eval.threads,
-                       "versions": package_versions(("torch", "transformers")), "cpu": cpu_key()}
+    # A GGUF's exported folder is part of the identity: a rebuilt export never reuses older records.
+    export = manifest_digest(source.path) if source.kind == "gguf" else None
+    runner.identity = {"runner": "torch", "model": source.origin_sha256, "export": export,
+                       "threads": suite.eval.threads, "versions": package_versions(("torch", "transformers")),
+                       "cpu": cpu_key()}
     return runner
 
 
@@ -186,11 +189,12 @@ def _ort_runner(suite: Suite, onnx_dir: Path) -> Runner:
 
 
 def onnx_identity(onnx_dir: Path) -> str:
-    """Folders built by evalsuite are named by their content key; others are hashed."""
+    """Folders built by evalsuite: their build key and verified manifest (so a rebuild never reuses
+    records of an earlier build); others are hashed."""
     from evalsuite.cache import cache_root, tree_sha256
 
-    if cache_root() in onnx_dir.resolve().parents:
-        return onnx_dir.name
+    if cache_root() in onnx_dir.resolve().parents and manifest_digest(onnx_dir) is not None:
+        return f"{onnx_dir.name}:{manifest_digest(onnx_dir)}"
     return tree_sha256(onnx_dir)
 
 
