@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -82,7 +83,7 @@ def package_versions(names: tuple[str, ...]) -> dict[str, str | None]:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -108,7 +109,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 def atomic_dir(final: Path) -> Iterator[Path]:
     """Yield a temp dir beside `final`; on success rename it to `final`, on error remove it."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.{os.getpid()}.", suffix=".tmp"))
     try:
         yield tmp
         if final.exists():  # another process won the race; keep its copy
@@ -207,7 +208,7 @@ def manifest_digest(folder: Path) -> str | None:
 
 def discard(path: Path) -> None:
     """Move a cache entry aside (atomically, so no reader sees it half-deleted), then delete it."""
-    aside = path.with_name(f".{path.name}.discarded-{os.getpid()}-{time.time_ns()}.tmp")
+    aside = path.with_name(f".{path.name}.{os.getpid()}.discarded-{time.time_ns()}.tmp")
     try:
         os.replace(path, aside)
     except FileNotFoundError:
@@ -287,8 +288,23 @@ def _arrays_digest(arrays: dict[str, Any]) -> bytes:
     return digest.digest()
 
 
+def _owner_alive(tmp: Path) -> bool:
+    """Temp names carry their writer's pid (`.NAME.PID.RANDOM.tmp`): is that process still running?"""
+    match = re.search(r"\.(\d+)\.[^./]+\.tmp$", tmp.name)
+    if match is None:
+        return False
+    try:
+        os.kill(int(match.group(1)), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
 def sweep_stale(root: Path | None = None, max_age: float = STALE_SECONDS) -> None:
-    """Remove temp entries (`.*.tmp`) older than `max_age` seconds left by killed processes."""
+    """Remove temp entries (`.*.tmp`) older than `max_age` seconds left by killed processes (a
+    long build of a process still alive on this machine, e.g. an AWQ search, is left alone)."""
     root = root or cache_root()
     now = time.time()
     for kind in (*ENTRY_KINDS, "tokens", "journal"):
@@ -297,7 +313,7 @@ def sweep_stale(root: Path | None = None, max_age: float = STALE_SECONDS) -> Non
             continue
         for path in folder.glob(".*.tmp"):
             with contextlib.suppress(OSError):
-                if now - path.lstat().st_mtime > max_age:
+                if now - path.lstat().st_mtime > max_age and not _owner_alive(path):
                     if path.is_dir() and not path.is_symlink():
                         shutil.rmtree(path, ignore_errors=True)
                     else:

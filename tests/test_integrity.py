@@ -202,16 +202,24 @@ def test_signal_during_onnx_build_stops_the_builder(sig: int, code: int, tiny_ll
 
 
 def test_stale_temp_entries_are_swept(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
     from evalsuite.cache import sweep_stale
 
-    old, new = tmp_path / "onnx" / ".abc.x.tmp", tmp_path / "tokens" / ".k.npz.y.tmp"
-    old.mkdir(parents=True)
-    (old / "model.onnx").write_bytes(b"half")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    old, new = tmp_path / "onnx" / f".abc.{dead.stdout.strip()}.x.tmp", tmp_path / "tokens" / ".k.npz.y.tmp"
+    live, legacy = tmp_path / "awq" / f".def.{os.getpid()}.z.tmp", tmp_path / "onnx" / ".ghi.w.tmp"
+    for folder in (old, live, legacy):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "model.onnx").write_bytes(b"half")
+        os.utime(folder, (time.time() - 7200, time.time() - 7200))
     new.parent.mkdir()
     new.write_bytes(b"half")
-    os.utime(old, (time.time() - 7200, time.time() - 7200))
     sweep_stale(tmp_path)
-    assert not old.exists() and new.exists()  # a fresh one may belong to a live process
+    assert not old.exists() and not legacy.exists()  # over an hour old, writer gone
+    assert new.exists()  # a recent one may belong to a live process on another machine
+    assert live.exists()  # a long build (AWQ search) of a live process is left alone
 
 
 def test_cache_subcommand_ls_verify_clear(tiny_llama_dir: Path, data_dir: Path, tmp_path: Path) -> None:
