@@ -1,6 +1,8 @@
 """Command line. `main(argv)` returns the exit code; every EvalsuiteError becomes one line + code.
 
-Exit codes: 0 pass, 1 failed check or scoring error, 2 usage/config/input error, 130 interrupted.
+Exit codes: 0 pass, 1 failed check or scoring error, 2 usage/config/input error, 130 interrupted
+(SIGINT, Ctrl-C), 143 terminated (SIGTERM, what CI runners send on cancel or timeout). Both stop the
+builder subprocess, remove temp folders and keep the per-window results journaled so far.
 """
 
 from __future__ import annotations
@@ -8,12 +10,25 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
 from evalsuite import __version__
 from evalsuite.errors import EvalsuiteError, UsageError
+
+EXIT_HELP = ("exit codes: 0 every check passed; 1 a check failed or scoring broke; 2 usage, config or input "
+             "error; 130 interrupted (SIGINT); 143 terminated (SIGTERM). On 130/143 the builder subprocess is "
+             "stopped, temp folders are removed and per-window results journaled so far are kept.")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so every cleanup path of Ctrl-C runs for it too."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -22,12 +37,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="evalsuite", description="Perplexity gate for quantized language models.")
+    parser = _Parser(prog="evalsuite", description="Perplexity gate for quantized language models.",
+                     epilog=EXIT_HELP)
     parser.add_argument("--version", action="version", version=f"evalsuite {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    ev = sub.add_parser("eval", help="score the model (and variants) on the datasets; print a table")
+    ev = sub.add_parser("eval", help="score the model (and variants) on the datasets; print a table", epilog=EXIT_HELP)
     add_run_args(ev)
-    gate = sub.add_parser("gate", help="score, then check every threshold; exit 1 when any fails")
+    gate = sub.add_parser("gate", help="score, then check every threshold; exit 1 when any fails", epilog=EXIT_HELP)
     add_run_args(gate)
     add_gate_args(gate)
     bn = sub.add_parser("bench", help="measure tokens/s, peak RSS and overhead over bare ONNX Runtime")
@@ -40,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     mg = sub.add_parser("merge", help="combine --shard i/n result files into the numbers of one run")
     mg.add_argument("shards", nargs="+", type=Path, help="results JSON of every shard")
     mg.add_argument("--json-out", type=Path, required=True, help="write the merged results JSON here")
+    add_cache_parser(sub)
     base = sub.add_parser("baseline", help="manage stored baselines")
     bsub = base.add_subparsers(dest="baseline_command", required=True, parser_class=_Parser)
     upd = bsub.add_parser("update", help="write a baseline file from a results JSON (or a fresh run)")
@@ -47,6 +64,17 @@ def build_parser() -> argparse.ArgumentParser:
     upd.add_argument("--results", type=Path, help="results JSON to store (default: run the suite now)")
     upd.add_argument("--out", type=Path, required=True, help="baseline file to write, e.g. baselines/x.json")
     return parser
+
+
+def add_cache_parser(sub: Any) -> None:
+    cache = sub.add_parser("cache", help="list, verify or clear the cache ($EVALSUITE_CACHE, else ~/.cache/evalsuite)")
+    csub = cache.add_subparsers(dest="cache_command", required=True, parser_class=_Parser)
+    csub.add_parser("ls", help="every entry with its size and last use")
+    verify = csub.add_parser("verify", help="check every entry against its manifest; exit 1 if any is broken")
+    verify.add_argument("--fast", action="store_true",
+                        help="hash only files whose size/mtime/ctime changed (what every run does)")
+    clear = csub.add_parser("clear", help="delete entries (all, or those unused for --older-than days)")
+    clear.add_argument("--older-than", type=float, metavar="DAYS", help="only entries last used more than DAYS ago")
 
 
 def add_gate_args(p: argparse.ArgumentParser) -> None:
@@ -73,7 +101,8 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
                    help="score only windows I, I+N, I+2N, ... (0-based); combine with 'evalsuite merge'")
     p.add_argument("--plot", type=Path, metavar="DIR", help="write PNG plots (ΔNLL along the text, KLD) here")
     p.add_argument("--fresh", action="store_true",
-                   help="ignore per-window results stored by earlier (interrupted or identical) runs")
+                   help="ignore per-window results stored by earlier (interrupted or identical) runs and "
+                   "rebuild every cached model, ONNX build and token stream")
     p.add_argument("--reference", type=Path,
                    help="print a stored or published results file beside this run "
                    "(e.g. baselines/phi3-mini-published.json)")
@@ -97,8 +126,11 @@ def suite_from_args(args: argparse.Namespace) -> Any:
         "runners": tuple(dict.fromkeys(args.runner)) if args.runner else None,
         "provider": args.provider, "threads": args.threads,
     }
-    if args.max_tokens is not None and args.max_tokens < 2:
-        raise UsageError(f"--max-tokens must be at least 2, got {args.max_tokens}")
+    if args.max_tokens is not None and args.max_tokens < 3:
+        raise UsageError(f"--max-tokens must be at least 3 (at least 2 scored tokens are needed for an error "
+                         f"bar), got {args.max_tokens}")
+    if getattr(args, "plot", None) is not None:
+        check_folder(args.plot, "--plot")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be at least 1, got {args.threads}")
     try:  # the dataclasses re-validate: e.g. --dataset leaving a dataset without any threshold
@@ -113,15 +145,18 @@ def suite_from_args(args: argparse.Namespace) -> Any:
 def score(args: argparse.Namespace, suite: Any) -> dict[str, Any]:
     """Run the suite and return the results document (printing the PPL table)."""
 
+    from evalsuite.cache import check_cache_root, fresh_builds
     from evalsuite.data import corpora
     from evalsuite.gate import results
     from evalsuite.report import terminal
     from evalsuite.suite import evaluate, to_document
 
+    check_cache_root()
     data_dir = corpora.resolve_data_dir(args.data_dir)
     reference = results.read(args.reference, "reference") if args.reference else None
-    evaluation = evaluate(suite, data_dir, terminal.RichProgress(terminal.console(stderr=True)), resume=not args.fresh,
-                          shard=args.shard)
+    with fresh_builds(args.fresh):  # --fresh: rebuild every cache entry and ignore the journal
+        evaluation = evaluate(suite, data_dir, terminal.RichProgress(terminal.console(stderr=True)),
+                              resume=not args.fresh, shard=args.shard)
     terminal.print_results(terminal.console(), evaluation.runs)
     for err in evaluation.errors:
         print(f"evalsuite: {err['variant']}/{err['runner']}: {err['message']}", file=sys.stderr)
@@ -163,6 +198,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
     for out in (args.json_out, args.junit, args.markdown):
         if out is not None:
             check_writable(out)
+    if os.environ.get("GITHUB_STEP_SUMMARY"):
+        check_writable(Path(os.environ["GITHUB_STEP_SUMMARY"]), "$GITHUB_STEP_SUMMARY")
     baseline_path = args.baseline or (resolve_baseline(suite.baseline.file, args.config)
                                       if suite.baseline.file and not args.no_baseline else None)
     baseline = results.read(baseline_path, "baseline") if baseline_path else None
@@ -289,24 +326,80 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_writable(path: Path) -> None:
+def cmd_cache(args: argparse.Namespace) -> int:
+    import time
+
+    from evalsuite import cache
+
+    root = cache.cache_root()
+    found = cache.entries()
+    if args.cache_command == "ls":
+        for e in found:
+            used = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_use))
+            print(f"{e.kind:8} {e.size / 1e6:10.1f} MB  {used}  {e.path.name}")
+        print(f"{len(found)} entries, {sum(e.size for e in found) / 1e6:.1f} MB in {root}")
+        return 0
+    if args.cache_command == "verify":
+        broken = [(e, p) for e in found if (p := cache.entry_problem(e, full=not args.fast)) is not None]
+        for e, problem in broken:
+            print(f"BROKEN {e.kind}/{e.path.name}: {problem}")
+        print(f"{len(found) - len(broken)} of {len(found)} entries verified in {root}")
+        return 1 if broken else 0
+    if args.older_than is not None and args.older_than < 0:
+        raise UsageError(f"--older-than must be a number of days >= 0, got {args.older_than}")
+    cutoff = time.time() - 86400 * (args.older_than or 0)
+    gone = [e for e in found if args.older_than is None or e.last_use < cutoff]
+    for e in gone:
+        cache.remove(e)
+    cache.sweep_stale(root)
+    print(f"removed {len(gone)} entries, {sum(e.size for e in gone) / 1e6:.1f} MB from {root}")
+    return 0
+
+
+def check_writable(path: Path, what: str | None = None) -> None:
     """Fail before scoring, not after minutes of work, when the output cannot be written."""
+    if path.expanduser().is_dir():
+        raise UsageError(f"cannot write {what or path}: {path} is a folder; give a file path")
     parent = path.expanduser().resolve().parent
     if not parent.is_dir() or not os.access(parent, os.W_OK):
         raise UsageError(f"cannot write {path}: folder {parent} is missing or not writable; "
                          "choose another output path")
 
 
-COMMANDS = {"eval": cmd_eval, "gate": cmd_gate, "baseline": cmd_baseline, "merge": cmd_merge, "bench": cmd_bench}
+def check_folder(path: Path, what: str) -> None:
+    """An output folder: an existing folder, or a new one whose parent is writable."""
+    path = path.expanduser()
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{what} {path} is a file, not a folder; give a folder path")
+    if not path.exists():
+        check_writable(path)
+
+
+COMMANDS = {"eval": cmd_eval, "gate": cmd_gate, "baseline": cmd_baseline, "merge": cmd_merge, "bench": cmd_bench,
+            "cache": cmd_cache}
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread: signals cannot be handled here
+        return _main(argv)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except EvalsuiteError as err:
         print(f"evalsuite: error: {err}", file=sys.stderr)
         return err.exit_code
+    except Terminated:
+        print("evalsuite: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("evalsuite: interrupted", file=sys.stderr)
         return 130

@@ -5,6 +5,7 @@ The default suite ships inside the package (`default_suite.toml`); `--config FIL
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
@@ -14,6 +15,8 @@ from evalsuite.errors import ConfigError
 from evalsuite.models.source import DEFAULT_MODEL
 
 DEFAULT_SUITE = Path(__file__).resolve().parent / "default_suite.toml"
+NAME = re.compile(r"[A-Za-z0-9._-]+")  # variant names: shown in tables (rich markup) and file names
+MIN_TOKENS = 3  # 2 scored targets: the fewest a standard error (and a finite results JSON) needs
 RunnerName = Literal["torch", "ort"]
 
 
@@ -38,8 +41,11 @@ class EvalCfg:
     def __post_init__(self) -> None:
         if not self.datasets:
             raise ValueError("datasets must name at least one dataset")
-        if self.max_tokens is not None and self.max_tokens < 2:
-            raise ValueError(f"max_tokens must be at least 2, got {self.max_tokens}")
+        if self.max_tokens is not None and self.max_tokens < MIN_TOKENS:
+            raise ValueError(f"max_tokens must be at least {MIN_TOKENS} (at least 2 scored tokens are needed "
+                             f"for an error bar), got {self.max_tokens}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be at least 1 (or absent: all cores), got {self.threads}")
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,8 @@ class VariantCfg:
     calibration: Calibration = field(default_factory=Calibration)
 
     def __post_init__(self) -> None:
+        if not NAME.fullmatch(self.name):
+            raise ValueError(f"variant name {self.name!r} may hold only letters, digits, '.', '_' and '-'")
         if (self.method == "onnx") != (self.path is not None):
             raise ValueError(f"variant '{self.name}': give `path` exactly when method = 'onnx'")
 
@@ -147,6 +155,10 @@ class Parity:
     max_abs_dlogit: float | None = 1e-2  # max |logit(ort) - logit(torch)| over sampled windows
     min_top1_agree: float | None = 0.99  # share of sampled positions whose argmax agrees
     sample_windows: int = 2  # windows per dataset compared logit by logit
+
+    def __post_init__(self) -> None:
+        if self.sample_windows < 1:
+            raise ValueError(f"sample_windows must be at least 1, got {self.sample_windows}")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from evalsuite.cache import package_versions
+from evalsuite.cache import manifest_digest, package_versions, sweep_stale
 from evalsuite.config import Suite
 from evalsuite.cpu import cpu_info, cpu_key
 from evalsuite.data import corpora
@@ -80,9 +80,9 @@ def load_streams(suite: Suite, source: model_source.ModelSource, texts: list[cor
         if ev.max_tokens is not None:
             tokens = tokens[: ev.max_tokens]
         n = int(tokens.shape[0])
-        if n < 2:
+        if n < 3:
             raise DataError(f"dataset '{text.dataset}' has {n} token(s) after --max-tokens; "
-                            "at least 2 are needed")
+                            "at least 3 are needed (2 scored tokens for an error bar)")
         words, nbytes = corpora.span_counts(text.text, ends, 1, n)
         streams.append(Stream(text, tokens, plan_windows(n, ev.window, ev.stride), words, nbytes, len(tokenizer)))
     return streams
@@ -114,10 +114,12 @@ def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = No
     are reused (an interrupted or repeated run only scores what is missing). With `shard=(i, n)`
     only every n-th window from i is scored; `scoring/merge.py` combines the n shards."""
     progress = progress or NullProgress()
+    sweep_stale()
     texts = load_texts(suite, data_dir)
     source = model_source.resolve(suite.model.source, suite.model.trust_remote_code)
     check_positions(suite, source.path)
     streams = load_streams(suite, source, texts)
+    check_shard(streams, shard)
     out = Evaluation(suite, provenance=provenance(source, streams), resume=resume, shard=shard)
     out.provenance["data_dir"] = str(data_dir) if data_dir else None
     ev = suite.eval
@@ -171,8 +173,11 @@ def _torch_runner(suite: Suite, source: model_source.ModelSource) -> Runner:
     from evalsuite.models.torch_runner import TorchRunner
 
     runner = TorchRunner(source.path, suite.eval.threads, suite.model.trust_remote_code)
-    runner.identity = {"runner": "torch", "model": source.origin_sha256, "threads": suite.eval.threads,
-                       "versions": package_versions(("torch", "transformers")), "cpu": cpu_key()}
+    # A GGUF's exported folder is part of the identity: a rebuilt export never reuses older records.
+    export = manifest_digest(source.path) if source.kind == "gguf" else None
+    runner.identity = {"runner": "torch", "model": source.origin_sha256, "export": export,
+                       "threads": suite.eval.threads, "versions": package_versions(("torch", "transformers")),
+                       "cpu": cpu_key()}
     return runner
 
 
@@ -189,13 +194,16 @@ def _ort_runner(suite: Suite, onnx_dir: Path) -> Runner:
 
 
 def onnx_identity(path: Path) -> str:
-    """Folders built by evalsuite are named by their content key; any other model (a folder or a
-    file) is identified by the content of the one file scored and its external data."""
+    """Folders built by evalsuite: their build key and verified manifest (so a rebuild never reuses
+    records of an earlier build); any other model (a folder or a file) is identified by the content
+    of the one file scored and its external data."""
     from evalsuite.cache import cache_root
     from evalsuite.models.onnx_files import content_sha256, resolve_onnx
 
     if path.is_dir() and cache_root().resolve() in path.resolve().parents:
-        return path.name
+        digest = manifest_digest(path)
+        if digest is not None:
+            return f"{path.name}:{digest}"
     return content_sha256(resolve_onnx(path))
 
 
@@ -296,6 +304,15 @@ def _collect(out: Evaluation, lane: Lane, base: Lane, stream: Stream, indices: l
     key = (lane.variant, lane.runner.name, stream.label)
     out.cols[key] = lane.cols
     out.scored_windows[key] = indices
+
+
+def check_shard(streams: list[Stream], shard: tuple[int, int] | None) -> None:
+    """Every shard must score at least 2 tokens of every stream (an empty shard is a usage error)."""
+    for s in streams:
+        targets = sum(s.windows[i].n_targets for i in shard_indices(len(s.windows), shard))
+        if shard is not None and targets < 2:
+            raise UsageError(f"--shard {shard[0]}/{shard[1]} leaves {targets} token(s) of {s.label} to score "
+                             f"({len(s.windows)} windows); at least 2 are needed: use fewer shards")
 
 
 def shard_indices(n_windows: int, shard: tuple[int, int] | None) -> list[int]:

@@ -55,7 +55,7 @@ def test_cache_reuses_build(tiny_llama_dir: Path, cache: Path, fp32_dir: Path,
     def no_builder(*args: object, **kwargs: object) -> None:
         raise AssertionError("the builder ran again for a cached build")
 
-    monkeypatch.setattr(evalsuite.models.onnx_build.subprocess, "run", no_builder)
+    monkeypatch.setattr(evalsuite.models.onnx_build.subprocess, "Popen", no_builder)
     assert build_onnx(tiny_llama_dir, "fp32", cache=cache) == fp32_dir
     assert (fp32_dir / "evalsuite_build.json").is_file()
 

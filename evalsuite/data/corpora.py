@@ -4,8 +4,10 @@ and a token-stream cache keyed by tokenizer identity + text hash + BOS policy.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -13,10 +15,11 @@ from typing import Any, Literal
 import numpy as np
 
 from evalsuite import tomlio
-from evalsuite.cache import atomic_write_bytes, cache_root, file_sha256, key_of
+from evalsuite.cache import cache_root, discard, file_sha256, fresh_wanted, key_of, read_npz, warn, write_npz
 from evalsuite.errors import ConfigError, DataError
 
 DATA_DIR_ENV = "EVALSUITE_DATA_DIR"
+NAME = re.compile(r"[A-Za-z0-9_-]+")  # a dataset name is a name, never a path
 RowRule = Literal["lines_blank_empty", "lines_stripped"]
 
 
@@ -32,6 +35,11 @@ class SplitSpec:
     hub_split: str
     file: str  # relative to the data dir
     sha256: str
+
+    def __post_init__(self) -> None:
+        path = Path(self.file)
+        if path.is_absolute() or ".." in path.parts or self.file.startswith("~"):
+            raise ValueError(f"file '{self.file}' must be a relative path inside the data dir (no '..')")
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,9 @@ def known_datasets() -> list[str]:
 
 
 def load_spec(name: str) -> DatasetSpec:
+    if not NAME.fullmatch(name):
+        raise DataError(f"dataset name {name!r} may hold only letters, digits, '_' and '-'; "
+                        f"known datasets: {', '.join(known_datasets())}")
     for folder in config_dirs():
         path = folder / f"{name}.toml"
         if path.is_file():
@@ -149,11 +160,17 @@ def _hub_rows(spec: DatasetSpec, sp: SplitSpec) -> list[str]:
 def tokenize(text: Text, tokenizer: Any, tokenizer_id: str, bos: bool) -> tuple[np.ndarray, np.ndarray]:
     """Token ids (int64 [n]) of the whole text, BOS first when `bos`, and each token's end offset in
     characters of the text (int64 [n]; 0 for BOS). Cached on disk."""
-    key = key_of({"tokenizer": tokenizer_id, "text": text.sha256, "bos": bos, "v": 2})
+    key = key_of({"tokenizer": tokenizer_id, "text": text.sha256, "bos": bos, "v": 3})
     path = cache_root() / "tokens" / f"{key}.npz"
-    if path.is_file():
-        with np.load(path, allow_pickle=False) as z:
-            return z["ids"].astype(np.int64), z["ends"].astype(np.int64)
+    if path.exists() and not fresh_wanted(path):
+        cached = read_npz(path)
+        if cached is not None and {"ids", "ends"} <= set(cached):
+            with contextlib.suppress(OSError):
+                os.utime(path)  # last use, for `evalsuite cache ls/clear`
+            return cached["ids"].astype(np.int64), cached["ends"].astype(np.int64)
+        warn(f"cache entry {path} is unreadable or fails its sha256; moved aside and rebuilt")
+    if path.exists():
+        discard(path)
     enc = tokenizer(text.text, add_special_tokens=False, verbose=False, return_offsets_mapping=True)
     ids, ends = list(enc["input_ids"]), [end for _, end in enc["offset_mapping"]]
     if bos:
@@ -161,7 +178,7 @@ def tokenize(text: Text, tokenizer: Any, tokenizer_id: str, bos: bool) -> tuple[
             raise ConfigError("bos = true but the tokenizer has no BOS token; set bos = false")
         ids, ends = [tokenizer.bos_token_id, *ids], [0, *ends]
     id_arr, end_arr = np.asarray(ids, dtype=np.int32), np.asarray(ends, dtype=np.int64)
-    atomic_write_bytes(path, _npz_bytes({"ids": id_arr, "ends": end_arr}))
+    write_npz(path, {"ids": id_arr, "ends": end_arr})
     return id_arr.astype(np.int64), end_arr
 
 
@@ -171,11 +188,3 @@ def span_counts(text: str, ends: np.ndarray, first_target: int, n_tokens: int) -
     (lm-evaluation-harness counts `re.split(r"\\s+", doc)` over the document)."""
     span = text[int(ends[first_target - 1]) : int(ends[n_tokens - 1])]
     return len(span.split()), len(span.encode("utf-8"))
-
-
-def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    import io
-
-    out = io.BytesIO()
-    np.savez(out, allow_pickle=False, **arrays)
-    return out.getvalue()

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from evalsuite.cache import atomic_dir, cache_root, file_sha256, key_of, package_versions
+from evalsuite.cache import build_entry, cache_root, file_sha256, key_of, package_versions, reuse
 from evalsuite.errors import ModelError
 from evalsuite.models.onnx_files import check_loadable, resolve_onnx
 
@@ -50,9 +51,9 @@ def build_onnx(hf_dir: Path, precision: str = "fp32", options: dict[str, str] | 
         raise ModelError(f"builder option '{bad[0]}' removes per-position logits, which perplexity needs; drop it")
     key = key_of({"source": source_hash(hf_dir), "precision": precision, "options": options, "v": versions()})
     out = (cache or cache_root()) / "onnx" / key
-    if (out / "evalsuite_build.json").is_file():
+    if reuse(out):
         return out
-    with atomic_dir(out) as tmp, tempfile.TemporaryDirectory(prefix="evalsuite-builder-") as scratch:
+    with build_entry(out) as tmp, tempfile.TemporaryDirectory(prefix="evalsuite-builder-") as scratch:
         seconds = _run_builder(hf_dir, tmp, precision, options, Path(scratch))
         check_model(tmp)
         info = {"source": str(hf_dir), "precision": precision, "options": options, "versions": versions(),
@@ -68,13 +69,35 @@ def _run_builder(hf_dir: Path, out: Path, precision: str, options: dict[str, str
         cmd += ["--extra_options", *(f"{k}={v}" for k, v in sorted(options.items()))]
     start = time.perf_counter()
     env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=scratch)
+    # Its own process group: on SIGTERM/SIGINT (or any error) the whole builder tree is terminated.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=scratch,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate()
+    except BaseException:
+        _terminate_group(proc)
+        raise
     if proc.returncode != 0:
-        lines = [ln.strip() for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
+        lines = [ln.strip() for ln in (stderr or stdout).splitlines() if ln.strip()]
         last = lines[-1][:300] if lines else f"exit code {proc.returncode}"
         raise ModelError(f"the ONNX model builder failed for {hf_dir.name} ({precision}, "
                          f"{options or 'default options'}): {last}; check the model and builder options")
     return time.perf_counter() - start
+
+
+def _terminate_group(proc: subprocess.Popen[str], grace: float = 10.0) -> None:
+    """SIGTERM the child's process group, SIGKILL it after `grace` seconds; reap the child."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=grace)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    proc.wait()
 
 
 def check_model(folder: Path) -> None:

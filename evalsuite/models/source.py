@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from evalsuite.cache import atomic_dir, cache_root, file_sha256
+from evalsuite.cache import build_entry, cache_root, file_sha256, reuse
 from evalsuite.errors import ModelError
 from evalsuite.quiet import quiet_transformers
 
@@ -91,8 +91,8 @@ def _from_gguf(name: str, gguf: Path, trust_remote_code: bool) -> ModelSource:
             raise ModelError(f"{gguf} is not a GGUF file (bad magic bytes); give a real .gguf file")
     sha = file_sha256(gguf)
     out = cache_root() / "models" / sha[:20]
-    if not (out / "config.json").is_file():
-        with atomic_dir(out) as tmp:
+    if not reuse(out):
+        with build_entry(out) as tmp:
             _export_gguf(gguf, tmp, trust_remote_code)
     src = _folder(name, out, "gguf")
     return ModelSource(name, out, "gguf", sha, src.tokenizer_id)

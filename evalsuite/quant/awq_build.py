@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from evalsuite.cache import atomic_dir, cache_root, key_of
+from evalsuite.cache import build_entry, cache_root, key_of, reuse
 from evalsuite.config import Calibration, Suite, VariantCfg
 from evalsuite.data import corpora
 from evalsuite.errors import DataError, ModelError
@@ -43,10 +43,10 @@ def awq_folder(source: ModelSource, v: VariantCfg, suite: Suite, provenance: dic
     key = key_of({"source": source_hash(source.path), "calibration": vars(v.calibration),
                   "block": v.block_size, "grid": N_GRID, "v": versions(), "algo": 3})
     out = cache_root() / "awq" / key
-    if (out / "awq_info.json").is_file():
+    if reuse(out):
         return out
     ids = calibration_ids(source, v.calibration, data_dir)
-    with atomic_dir(out) as tmp:
+    with build_entry(out) as tmp:
         _search_and_save(source, ids, v, tmp)
     return out
 
