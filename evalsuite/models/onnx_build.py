@@ -25,6 +25,7 @@ from evalsuite.models.onnx_files import check_loadable, resolve_onnx
 
 BUILDER = "onnxruntime_genai.models.builder"
 VERSIONED = ("onnxruntime", "onnxruntime-genai", "onnx", "onnx-ir", "transformers", "torch")
+EXECUTION_TARGETS = {"cpu": "cpu", "cuda": "cuda", "dml": "dml"}  # provider -> builder `-e`
 FORBIDDEN_OPTIONS = ("prune_lm_head", "exclude_lm_head")  # perplexity needs logits at every position
 _hash_memo: dict[tuple[str, float], str] = {}
 
@@ -42,28 +43,40 @@ def versions() -> dict[str, str | None]:
     return package_versions(VERSIONED)
 
 
+def execution_target(provider: str) -> str:
+    """The builder target for an ONNX Runtime provider ('cuda' or 'CUDAExecutionProvider' -> 'cuda')."""
+    name = provider.lower().removesuffix("executionprovider")
+    return name if name in EXECUTION_TARGETS else "cpu"
+
+
 def build_onnx(hf_dir: Path, precision: str = "fp32", options: dict[str, str] | None = None,
-               cache: Path | None = None) -> Path:
-    """Folder with the built `model.onnx` (+ data, genai_config.json); built once per cache key."""
+               cache: Path | None = None, execution: str = "cpu") -> Path:
+    """Folder with the built `model.onnx` (+ data, genai_config.json); built once per cache key.
+    `execution`: the builder's target (`-e`: cpu, cuda, dml), part of the cache key."""
+    if execution not in EXECUTION_TARGETS:
+        raise ModelError(f"no ONNX build target for execution '{execution}'; use one of {', '.join(EXECUTION_TARGETS)}")
     options = dict(options or {})
     bad = [k for k in options if k in FORBIDDEN_OPTIONS]
     if bad:
         raise ModelError(f"builder option '{bad[0]}' removes per-position logits, which perplexity needs; drop it")
-    key = key_of({"source": source_hash(hf_dir), "precision": precision, "options": options, "v": versions()})
+    key = key_of({"source": source_hash(hf_dir), "precision": precision, "options": options, "v": versions(),
+                  **({"execution": execution} if execution != "cpu" else {})})  # cpu keys stay as they were
     out = (cache or cache_root()) / "onnx" / key
     if reuse(out):
         return out
     with build_entry(out) as tmp, tempfile.TemporaryDirectory(prefix="evalsuite-builder-") as scratch:
-        seconds = _run_builder(hf_dir, tmp, precision, options, Path(scratch))
+        seconds = _run_builder(hf_dir, tmp, precision, options, Path(scratch), execution)
         check_model(tmp)
-        info = {"source": str(hf_dir), "precision": precision, "options": options, "versions": versions(),
+        info = {"source": str(hf_dir), "precision": precision, "execution": execution, "options": options,
+                "versions": versions(),
                 "build_seconds": round(seconds, 2)}
         (tmp / "evalsuite_build.json").write_text(json.dumps(info, indent=2))
     return out
 
 
-def _run_builder(hf_dir: Path, out: Path, precision: str, options: dict[str, str], scratch: Path) -> float:
-    cmd = [sys.executable, "-m", BUILDER, "-i", str(hf_dir), "-o", str(out), "-p", precision, "-e", "cpu",
+def _run_builder(hf_dir: Path, out: Path, precision: str, options: dict[str, str], scratch: Path,
+                 execution: str = "cpu") -> float:
+    cmd = [sys.executable, "-m", BUILDER, "-i", str(hf_dir), "-o", str(out), "-p", precision, "-e", execution,
            "-c", str(scratch)]
     if options:
         cmd += ["--extra_options", *(f"{k}={v}" for k, v in sorted(options.items()))]

@@ -20,7 +20,8 @@ from evalsuite.models.logits_tail import KEEP_INPUT
 from evalsuite.models.onnx_files import check_external_data, resolve_onnx
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "dml": "DmlExecutionProvider"}
-PROVIDER_PACKAGES = {"CUDAExecutionProvider": "onnxruntime-gpu", "DmlExecutionProvider": "onnxruntime-directml"}
+PROVIDER_PACKAGES = {"CUDAExecutionProvider": "'evalsuite[gpu]' (onnxruntime-gpu, in place of onnxruntime)",
+                     "DmlExecutionProvider": "onnxruntime-directml"}
 DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(bfloat16)": np.float32}
 
 
@@ -36,7 +37,13 @@ def session_options(threads: int | None) -> Any:
 
 
 def provider_name(provider: str) -> str:
-    import onnxruntime as ort
+    """The ONNX Runtime provider for `provider` ('cpu', 'cuda', 'dml' or a full name); a usage error
+    naming the package to install when this onnxruntime lacks it, or when none is installed."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise UsageError("ONNX Runtime is not installed; pip install 'evalsuite[cpu]' (or 'evalsuite[gpu]' for "
+                         "CUDA: onnxruntime-gpu, never both)") from None
 
     name = PROVIDERS.get(provider.lower(), provider)
     if name not in ort.get_available_providers():
@@ -115,18 +122,20 @@ class OrtRunner:
         return decoder.get("head_size")
 
     def feeds(self, input_ids: np.ndarray, k: int | None = None) -> dict[str, np.ndarray]:
-        """ONNX Runtime inputs for one window of token ids (int64 [m]), no KV cache; with a
-        head-sliced graph, logits for the last k positions (default: all m)."""
-        m = int(input_ids.shape[0])
-        feeds = {"input_ids": np.ascontiguousarray(input_ids, dtype=np.int64).reshape(1, m)}
+        """ONNX Runtime inputs for one window (int64 [m]) or a batch of equal-length windows ([b, m]),
+        no KV cache; with a head-sliced graph, logits for the last k positions (default: all m)."""
+        ids = np.ascontiguousarray(input_ids, dtype=np.int64)
+        ids = ids.reshape(1, -1) if ids.ndim == 1 else ids
+        b, m = ids.shape
+        feeds = {"input_ids": ids}
         if self.keep:
             feeds[KEEP_INPUT] = np.array([m if k is None else k], dtype=np.int64)
         if self.feeds_spec["mask"]:
-            feeds["attention_mask"] = np.ones((1, m), dtype=np.int64)
+            feeds["attention_mask"] = np.ones((b, m), dtype=np.int64)
         if self.feeds_spec["position_ids"]:
-            feeds["position_ids"] = np.arange(m, dtype=np.int64).reshape(1, m)
+            feeds["position_ids"] = np.broadcast_to(np.arange(m, dtype=np.int64), (b, m)).copy()
         for name, (heads, head_size, dtype) in self.feeds_spec["past"].items():
-            feeds[name] = np.zeros((1, heads, 0, head_size), dtype=dtype)
+            feeds[name] = np.zeros((b, heads, 0, head_size), dtype=dtype)
         return feeds
 
     def _probe(self) -> int:
@@ -139,11 +148,16 @@ class OrtRunner:
 
     def logits(self, input_ids: np.ndarray, k: int) -> np.ndarray:
         """input_ids int64 [m] -> float32 logits [k, V] of the last k positions."""
+        return self.logits_batch(np.asarray(input_ids).reshape(1, -1), k)[0]
+
+    def logits_batch(self, input_ids: np.ndarray, k: int) -> np.ndarray:
+        """input_ids int64 [b, m] (b windows of equal length, no padding) -> float32 logits [b, k, V]."""
         out = self.session.run(["logits"], self.feeds(input_ids, k))[0]
-        want = k if self.keep else input_ids.shape[0]
-        if out.shape[1] != want:
-            raise ScoringError(f"model returned logits for {out.shape[1]} positions, expected {want}")
-        return np.asarray(out[0, -k:], dtype=np.float32)
+        want = k if self.keep else input_ids.shape[1]
+        if out.shape[0] != input_ids.shape[0] or out.shape[1] != want:
+            raise ScoringError(f"model returned logits of shape {list(out.shape[:2])}, expected "
+                               f"[{input_ids.shape[0]}, {want}]")
+        return np.asarray(out[:, -k:], dtype=np.float32)
 
     def check_vocab(self, tokenizer_vocab: int) -> None:
         if self.vocab_size < tokenizer_vocab:

@@ -19,7 +19,8 @@ class TorchRunner:
     name = "torch"
     identity: dict[str, Any] | None = None  # what the per-window journal is keyed by; set by the suite
 
-    def __init__(self, model_dir: Path, threads: int | None = None, trust_remote_code: bool = False) -> None:
+    def __init__(self, model_dir: Path, threads: int | None = None, trust_remote_code: bool = False,
+                 device: str = "cpu") -> None:
         import torch
         from transformers import AutoModelForCausalLM
 
@@ -29,21 +30,26 @@ class TorchRunner:
         try:
             self.model = AutoModelForCausalLM.from_pretrained(
                 model_dir, dtype=torch.float32, use_safetensors=True, trust_remote_code=trust_remote_code
-            ).eval()
+            ).eval().to(device)
         except Exception as err:
             raise ModelError(f"transformers cannot load {model_dir}: {str(err).splitlines()[0][:200]}; "
                              "give a causal-LM folder with safetensors weights") from None
+        self.device = device
         self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
 
     def logits(self, input_ids: np.ndarray, k: int) -> np.ndarray:
         """input_ids int64 [m] -> float32 logits [k, V] of the last k positions."""
+        return self.logits_batch(np.asarray(input_ids)[None], k)[0]
+
+    def logits_batch(self, input_ids: np.ndarray, k: int) -> np.ndarray:
+        """input_ids int64 [b, m] (b windows of equal length, no padding) -> float32 logits [b, k, V]."""
         import torch
 
         with torch.inference_mode():
-            ids = torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64))[None]
-            # logits_to_keep=k: the lm_head runs on the k scored positions only ([1, k, V] fp32).
+            ids = torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64)).to(self.device)
+            # logits_to_keep=k: the lm_head runs on the k scored positions only ([b, k, V] fp32).
             out = self.model(input_ids=ids, use_cache=False, logits_to_keep=k)
-            return out.logits[0].float().numpy()
+            return out.logits.float().cpu().numpy()
 
     def nll(self, input_ids: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """input_ids int64 [m]; targets int64 [k] predicted by the last k positions -> float64 [k]."""

@@ -15,7 +15,7 @@ from typing import Any
 
 from evalsuite.cache import key_of
 from evalsuite.config import Suite, VariantCfg
-from evalsuite.models.onnx_build import build_onnx, source_hash
+from evalsuite.models.onnx_build import build_onnx, execution_target, source_hash
 from evalsuite.models.onnx_files import external_files, resolve_onnx
 from evalsuite.models.source import ModelSource
 
@@ -38,13 +38,13 @@ def build_variant(source: ModelSource, v: VariantCfg, suite: Suite, provenance: 
         folder = resolve_onnx(Path(v.path))
         info: dict[str, Any] = {"method": "onnx", "given": v.path}
     elif v.method == "rtn":
-        folder = build_onnx(source.path, "int4", builder_options(v))
+        folder = build_onnx(source.path, "int4", builder_options(v), execution=execution_target(suite.eval.provider))
         info = {"method": "rtn", "options": builder_options(v)}
     else:
         from evalsuite.quant.awq_build import awq_folder
 
         hf = awq_folder(source, v, suite, provenance)
-        folder = build_onnx(hf, "int4", builder_options(v))
+        folder = build_onnx(hf, "int4", builder_options(v), execution=execution_target(suite.eval.provider))
         info = {"method": "awq", "options": builder_options(v), "awq_hf_folder": str(hf),
                 "calibration": vars(v.calibration)}
     info |= {"path": str(folder), "size_mb": weights_mb(folder), "key": key_of([source_hash(source.path), info])}

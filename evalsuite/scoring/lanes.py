@@ -30,6 +30,10 @@ class Runner(Protocol):
         """input_ids int64 [m] -> float32 logits [k, V] of the last k positions."""
         ...
 
+    def logits_batch(self, input_ids: np.ndarray, k: int) -> np.ndarray:
+        """input_ids int64 [b, m] (b windows of equal length) -> float32 logits [b, k, V]."""
+        ...
+
 
 @dataclass(frozen=True)
 class RunResult:
@@ -79,60 +83,102 @@ def new_lane(runner: Runner, variant: str, paired: bool, n_tokens: int) -> Lane:
 
 
 def score_lanes(lanes: list[Lane], tokens: np.ndarray, windows: list[Window], indices: list[int],
-                on_window: Callable[[int], None] | None = None) -> None:
+                on_window: Callable[[int], None] | None = None, batch_size: int = 1) -> None:
     """Fill each lane's `cols` for windows[i], i in indices. A lane that fails gets `error` set and
-    is skipped from then on; if lane 0 (the base) fails, every paired lane fails with it."""
-    for i in indices:
-        w = windows[i]
-        todo = []
-        for lane in lanes:
-            if lane.error is None and lane.journal is not None and i in lane.journal.done:
-                lane.cols[w.first_target : w.end] = lane.journal.done[i].reshape(w.n_targets, -1)
-                lane.reused += w.n_targets
-            elif lane.error is None:
-                todo.append(lane)
-        if todo:
-            _score_window(lanes[0], todo, tokens, w, i)
+    is skipped from then on; if lane 0 (the base) fails, every paired lane fails with it.
+    With `batch_size` > 1, consecutive windows of the same shape run as one batch per runner."""
+    for group in batch_groups(windows, indices, batch_size):
+        todo: dict[int, list[Lane]] = {}
+        for i in group:
+            w = windows[i]
+            todo[i] = []
+            for lane in lanes:
+                if lane.error is None and lane.journal is not None and i in lane.journal.done:
+                    lane.cols[w.first_target : w.end] = lane.journal.done[i].reshape(w.n_targets, -1)
+                    lane.reused += w.n_targets
+                elif lane.error is None:
+                    todo[i].append(lane)
+        need = [i for i in group if todo[i]]
+        if need:
+            _score_batch(lanes, todo, tokens, windows, need)
         if on_window is not None:
-            on_window(w.n_targets)
+            for i in group:
+                on_window(windows[i].n_targets)
 
 
-def _score_window(base: Lane, todo: list[Lane], tokens: np.ndarray, w: Window, i: int) -> None:
-    inputs, targets = tokens[w.start : w.end - 1], tokens[w.first_target : w.end]
-    base_logits = None
-    if base in todo or any(lane.paired for lane in todo):
+def batch_groups(windows: list[Window], indices: list[int], size: int) -> list[list[int]]:
+    """Consecutive indices, at most `size` together, whose windows have the same input length and
+    target count (the planner gives every window but the first and a ragged last the same shape)."""
+    groups: list[list[int]] = []
+    for i in indices:
+        shape = (windows[i].n_inputs, windows[i].n_targets)
+        last = groups[-1] if groups else None
+        if last and len(last) < size and (windows[last[0]].n_inputs, windows[last[0]].n_targets) == shape:
+            last.append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+def _score_batch(lanes: list[Lane], todo: dict[int, list[Lane]], tokens: np.ndarray, windows: list[Window],
+                 need: list[int]) -> None:
+    base = lanes[0]
+    for_base = [i for i in need if base in todo[i] or any(lane.paired for lane in todo[i])]
+    base_logits: dict[int, np.ndarray] = {}
+    if for_base:
         start = time.perf_counter()
-        base_logits = _logits(base, inputs, w, i)
+        got = _logits(base, tokens, windows, for_base)
         base.seconds += time.perf_counter() - start
-        if base_logits is None:  # base failed: nothing can be compared with it
-            for lane in todo:
-                lane.error = lane.error or f"base failed: {base.error}"
+        if got is None:  # base failed: nothing can be compared with it
+            for i in need:
+                for lane in todo[i]:
+                    lane.error = lane.error or f"base failed: {base.error}"
             return
-    for lane in todo:
+        base_logits = got
+    for lane in lanes:
+        mine = [i for i in need if lane in todo[i]]
+        if not mine or lane.error is not None:
+            continue
         start = time.perf_counter()
-        logits = base_logits if lane is base else _logits(lane, inputs, w, i)
+        logits = base_logits if lane is base else _logits(lane, tokens, windows, mine)
         if logits is None:
             continue
-        try:
-            if lane.paired:
-                assert base_logits is not None
-                vals = paired_stats(base_logits, logits, targets)
-            else:
-                vals = solo_stats(logits, targets)
-        except ScoringError as err:
-            lane.error = f"{_where(lane, w, i)}: {err}"
-            continue
-        lane.cols[w.first_target : w.end] = vals
+        for i in mine:
+            if not _record(lane, windows[i], i, logits[i], base_logits.get(i), tokens):
+                break
         lane.seconds += time.perf_counter() - start
-        if lane.journal is not None:
-            lane.journal.append(i, vals.reshape(-1))
 
 
-def _logits(lane: Lane, inputs: np.ndarray, w: Window, i: int) -> np.ndarray | None:
+def _record(lane: Lane, w: Window, i: int, logits: np.ndarray, base_logits: np.ndarray | None,
+            tokens: np.ndarray) -> bool:
+    """Reduce one window's logits to the lane's columns and journal them; False when the lane failed."""
+    targets = tokens[w.first_target : w.end]
     try:
-        return lane.runner.logits(inputs, w.n_targets)
+        if lane.paired:
+            assert base_logits is not None
+            vals = paired_stats(base_logits, logits, targets)
+        else:
+            vals = solo_stats(logits, targets)
+    except ScoringError as err:
+        lane.error = f"{_where(lane, w, i)}: {err}"
+        return False
+    lane.cols[w.first_target : w.end] = vals
+    if lane.journal is not None:
+        lane.journal.append(i, vals.reshape(-1))
+    return True
+
+
+def _logits(lane: Lane, tokens: np.ndarray, windows: list[Window], idx: list[int]) -> dict[int, np.ndarray] | None:
+    """Logits [k, V] of each window in `idx` (same shape): one runner call, batched when several."""
+    w = windows[idx[0]]
+    try:
+        if len(idx) == 1:
+            return {idx[0]: lane.runner.logits(tokens[w.start : w.end - 1], w.n_targets)}
+        batch = np.stack([tokens[windows[i].start : windows[i].end - 1] for i in idx])
+        out = lane.runner.logits_batch(batch, w.n_targets)
+        return {i: out[j] for j, i in enumerate(idx)}
     except Exception as err:  # a runtime failure mid-run fails that lane, never passes it
-        lane.error = f"{_where(lane, w, i)} failed: {type(err).__name__}: {str(err)[:300]}"
+        lane.error = f"{_where(lane, w, idx[0])} failed: {type(err).__name__}: {str(err)[:300]}"
         return None
 
 
@@ -140,10 +186,10 @@ def _where(lane: Lane, w: Window, i: int) -> str:
     return f"{lane.variant}/{lane.runner.name} window {i} (tokens {w.start}..{w.end - 1})"
 
 
-def score_stream(runner: Runner, tokens: np.ndarray, windows: list[Window]) -> np.ndarray:
+def score_stream(runner: Runner, tokens: np.ndarray, windows: list[Window], batch_size: int = 1) -> np.ndarray:
     """Per-target NLL (float64 [n_tokens], NaN at token 0) of one runner over a whole plan."""
     lane = new_lane(runner, "base", False, int(tokens.shape[0]))
-    score_lanes([lane], tokens, windows, list(range(len(windows))))
+    score_lanes([lane], tokens, windows, list(range(len(windows))), batch_size=batch_size)
     if lane.error is not None:
         raise ScoringError(lane.error)
     return lane.cols[:, 0]
