@@ -72,7 +72,6 @@ def test_valid_values_roundtrip(window: int, extra: int, bos: bool) -> None:
 @given(key=st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=12))
 def test_any_unknown_key_is_rejected(key: str) -> None:
     import tempfile
-
     from dataclasses import fields
 
     from evalsuite.config import EvalCfg
