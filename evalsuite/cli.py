@@ -60,7 +60,15 @@ def add_gate_args(p: argparse.ArgumentParser) -> None:
 def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="suite TOML (default: the packaged default suite)")
     p.add_argument("--model", help="HF folder, .gguf file, hub id, or 'smollm2-135m-instruct'")
-    p.add_argument("--dataset", action="append", help="dataset[:split]; repeatable (default: the suite's)")
+    p.add_argument("--dataset", action="append",
+                   help="dataset[:split] or path/to/mine.toml[:split]; repeatable (default: the suite's)")
+    p.add_argument("--text", action="append", metavar="PATH",
+                   help="a local UTF-8 text file scored as one stream, labelled by its file name; repeatable "
+                   "(with --dataset or alone, replaces the suite's datasets)")
+    p.add_argument("--per-document", action="store_true", default=None,
+                   help="score each row/document separately from a prefix token (lm-eval rolling loglikelihood)")
+    p.add_argument("--bos", action=argparse.BooleanOptionalAction, default=None,
+                   help="put the tokenizer's BOS token before the stream (default: the suite's bos)")
     p.add_argument("--window", type=int, help="tokens fed per window")
     p.add_argument("--stride", type=int, help="new tokens scored per window (<= window)")
     p.add_argument("--max-tokens", type=int, help="truncate each token stream to its first N tokens")
@@ -86,13 +94,22 @@ def parse_shard(text: str) -> tuple[int, int]:
     return int(index), int(count)
 
 
+def cli_ref(ref: str) -> str:
+    """A dataset TOML named on the command line is relative to the working directory."""
+    from evalsuite.config import is_path_ref
+
+    name, sep, split = ref.partition(":")
+    return str(Path(name).expanduser().absolute()) + sep + split if is_path_ref(name) else ref
+
+
 def suite_from_args(args: argparse.Namespace) -> Any:
-    from evalsuite.config import load_suite
+    from evalsuite.config import DEFAULT_SUITE, DatasetCfg, anchor_paths, load_suite
 
     suite = load_suite(args.config)
     ev = suite.eval
     overrides = {
-        "datasets": tuple(args.dataset) if args.dataset else None,
+        "datasets": tuple(cli_ref(r) for r in args.dataset or ()) if args.dataset or args.text else None,
+        "bos": args.bos, "documents": args.per_document,
         "window": args.window, "stride": args.stride, "max_tokens": args.max_tokens,
         "runners": tuple(dict.fromkeys(args.runner)) if args.runner else None,
         "provider": args.provider, "threads": args.threads,
@@ -105,6 +122,10 @@ def suite_from_args(args: argparse.Namespace) -> Any:
         ev = dataclasses.replace(ev, **{k: v for k, v in overrides.items() if v is not None})
         model = dataclasses.replace(suite.model, source=args.model) if args.model else suite.model
         out = dataclasses.replace(suite, eval=ev, model=model)
+        if args.dataset or args.text:
+            texts = tuple(DatasetCfg(text=str(Path(t).expanduser().absolute())) for t in args.text or ())
+            folder = (args.config or DEFAULT_SUITE).resolve().parent
+            out = anchor_paths(dataclasses.replace(out, datasets=texts), folder)
     except ValueError as err:
         raise UsageError(f"{err}; change the command-line options or the suite") from None
     return out

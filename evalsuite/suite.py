@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import platform
 import time
@@ -12,10 +13,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from evalsuite.cache import package_versions
-from evalsuite.config import Suite
+from evalsuite.config import DatasetCfg, Suite, is_path_ref, run_label
 from evalsuite.cpu import cpu_info, cpu_key
-from evalsuite.data import corpora
-from evalsuite.data.windows import Window, check_policy, plan_windows, shard_windows
+from evalsuite.data import corpora, documents, sources
+from evalsuite.data.windows import Window, check_policy, plan_documents, plan_windows, shard_windows
 from evalsuite.errors import DataError, ModelError, ScoringError, UsageError
 from evalsuite.gate.binding import suite_binding
 from evalsuite.gate.results import SCHEMA_VERSION, WINDOW_POLICY
@@ -56,16 +57,42 @@ class Stream:
     words: int  # whitespace words of the text the scored targets cover
     bytes: int  # UTF-8 bytes of that text
     tokenizer_vocab: int  # len(tokenizer): every runner must output at least this many logits
+    documents: int = 0  # documents scored one by one (0: the text is one stream)
 
     @property
     def label(self) -> str:
+        if self.text.label:
+            return self.text.label
         return self.text.dataset if self.text.split == "test" else f"{self.text.dataset}:{self.text.split}"
 
 
 def load_texts(suite: Suite, data_dir: Path | None) -> list[corpora.Text]:
-    """Check the policy and load every text before any model work, so bad input fails fast."""
+    """Check the policy and load every text before any model work, so bad input fails fast:
+    [eval] datasets (packaged names or dataset TOML paths), then [[datasets]] entries."""
     check_policy(suite.eval.window, suite.eval.stride)
-    return [corpora.load_text(ref, data_dir) for ref in suite.eval.datasets]
+    texts = []
+    for ref in suite.eval.datasets:
+        label = run_label(ref)
+        if is_path_ref(ref.partition(":")[0]):
+            texts.append(sources.spec_file_text(ref, data_dir, label))
+        else:
+            texts.append(dataclasses.replace(corpora.load_text(ref, data_dir), label=label))
+    return texts + [custom_text(cfg) for cfg in suite.datasets]
+
+
+def custom_text(cfg: DatasetCfg) -> corpora.Text:
+    if cfg.text is not None:
+        return sources.text_file(cfg.text, cfg.run_label, cfg.sha256)
+    if cfg.hub is not None:
+        h = cfg.hub
+        return sources.hub_text(h.path, h.name, h.split, h.column, h.revision, h.data_dir, cfg.join, cfg.run_label)
+    return sources.data_files_text(cfg.files(), cfg.format, cfg.split, cfg.column, cfg.join, cfg.run_label)
+
+
+def per_document(suite: Suite) -> list[bool]:
+    """Whether each dataset (in load_texts order) is scored document by document."""
+    flags = [suite.eval.documents] * len(suite.eval.datasets)
+    return flags + [suite.eval.documents if d.documents is None else d.documents for d in suite.datasets]
 
 
 def load_streams(suite: Suite, source: model_source.ModelSource, texts: list[corpora.Text]) -> list[Stream]:
@@ -75,7 +102,10 @@ def load_streams(suite: Suite, source: model_source.ModelSource, texts: list[cor
     ev = suite.eval
     tokenizer = AutoTokenizer.from_pretrained(source.path)
     streams = []
-    for text in texts:
+    for text, docs in zip(texts, per_document(suite), strict=True):
+        if docs:
+            streams.append(document_stream(suite, text, tokenizer, source.tokenizer_id))
+            continue
         tokens, ends = corpora.tokenize(text, tokenizer, source.tokenizer_id, ev.bos)
         if ev.max_tokens is not None:
             tokens = tokens[: ev.max_tokens]
@@ -86,6 +116,18 @@ def load_streams(suite: Suite, source: model_source.ModelSource, texts: list[cor
         words, nbytes = corpora.span_counts(text.text, ends, 1, n)
         streams.append(Stream(text, tokens, plan_windows(n, ev.window, ev.stride), words, nbytes, len(tokenizer)))
     return streams
+
+
+def document_stream(suite: Suite, text: corpora.Text, tokenizer: Any, tokenizer_id: str) -> Stream:
+    """Each row of `text` scored on its own from the prefix token (lm-eval rolling loglikelihood)."""
+    ev = suite.eval
+    tokens, ends, docs = documents.tokenize_documents(text, tokenizer, tokenizer_id)
+    if ev.max_tokens is not None:
+        tokens = tokens[: ev.max_tokens]
+    n = int(tokens.shape[0])
+    windows = plan_documents(documents.clipped_bounds(docs, n), ev.window, ev.stride)
+    words, nbytes, count = documents.document_counts(text, ends, docs, n)
+    return Stream(text, tokens, windows, words, nbytes, len(tokenizer), documents=count)
 
 
 @dataclass
@@ -114,6 +156,9 @@ def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = No
     are reused (an interrupted or repeated run only scores what is missing). With `shard=(i, n)`
     only every n-th window from i is scored; `scoring/merge.py` combines the n shards."""
     progress = progress or NullProgress()
+    if shard is not None and any(per_document(suite)):
+        raise UsageError("--shard with per-document scoring is not supported (merge re-plans one stream); "
+                         "score per-document datasets without --shard")
     texts = load_texts(suite, data_dir)
     source = model_source.resolve(suite.model.source, suite.model.trust_remote_code)
     check_positions(suite, source.path)
@@ -325,7 +370,8 @@ def provenance(source: model_source.ModelSource, streams: list[Stream]) -> dict[
         "model": {"source": source.name, "kind": source.kind, "path": str(source.path),
                   "origin_sha256": source.origin_sha256, "tokenizer_sha256": source.tokenizer_id},
         "data": {s.label: {"source": s.text.source, "text_sha256": s.text.sha256,
-                           "file_sha256": s.text.meta.get("file_sha256")} for s in streams},
+                           "file_sha256": s.text.meta.get("file_sha256"),
+                           **({"documents": s.documents} if s.documents else {})} for s in streams},
         "packages": versions,
         "python": platform.python_version(),
         "machine": platform.machine(),

@@ -13,7 +13,7 @@ import dataclasses
 import math
 from typing import Any
 
-from evalsuite.config import Suite, VariantCfg, run_label
+from evalsuite.config import DatasetCfg, Suite, VariantCfg, dataset_labels
 from evalsuite.gate.checks import Check
 
 POLICY_KEYS = ("window", "stride", "bos", "max_tokens")
@@ -29,16 +29,33 @@ def variant_settings(v: VariantCfg) -> dict[str, Any]:
     return out
 
 
+def dataset_settings(d: DatasetCfg, documents: bool) -> dict[str, Any]:
+    """What determines a [[datasets]] entry's text besides the files' content (recorded by sha256 in
+    the provenance): the kind of source and how rows become text, not where files lie."""
+    out = dataclasses.asdict(d)
+    for key in ("label", "text", "data_files", "sha256"):
+        out.pop(key)
+    out["kind"] = "text" if d.text is not None else "hub" if d.hub is not None else "data_files"
+    out["documents"] = documents if d.documents is None else d.documents
+    return out
+
+
 def suite_binding(suite: Suite) -> dict[str, Any]:
     ev = suite.eval
-    return {
+    out: dict[str, Any] = {
         "policy": {k: getattr(ev, k) for k in POLICY_KEYS},
-        "datasets": [run_label(d) for d in ev.datasets],
+        "datasets": dataset_labels(suite),
         "runners": list(ev.runners),
         "model": {"source": suite.model.source, "onnx_given": suite.model.onnx is not None,
                   "trust_remote_code": suite.model.trust_remote_code},
         "variants": {v.name: variant_settings(v) for v in suite.variants},
     }
+    # Only present when used, so documents of suites without them keep their binding.
+    if ev.documents:
+        out["documents"] = True
+    if suite.datasets:
+        out["sources"] = {d.run_label: dataset_settings(d, ev.documents) for d in suite.datasets}
+    return out
 
 
 def _table(doc: dict[str, Any], key: str) -> dict[str, Any]:
@@ -82,8 +99,8 @@ def policy_check(doc: dict[str, Any], want: dict[str, Any]) -> Check:
 
 def suite_check(have: dict[str, Any], want: dict[str, Any]) -> Check:
     """Same datasets, runners and variant names as the suite asks for (settings: variant_check)."""
-    diff = [f"{key} {have.get(key)} (suite: {want[key]})" for key in ("datasets", "runners")
-            if have.get(key) != want[key]]
+    diff = [f"{key} {have.get(key)} (suite: {want.get(key)})" for key in ("datasets", "runners", "documents",
+                                                                          "sources") if have.get(key) != want.get(key)]
     names, wanted = sorted(have.get("variants") or {}), sorted(want["variants"])
     if names != wanted:
         diff.append(f"variants {names} (suite: {wanted})")
