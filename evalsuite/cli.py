@@ -121,11 +121,11 @@ def suite_from_args(args: argparse.Namespace) -> Any:
     try:  # the dataclasses re-validate: e.g. --dataset leaving a dataset without any threshold
         ev = dataclasses.replace(ev, **{k: v for k, v in overrides.items() if v is not None})
         model = dataclasses.replace(suite.model, source=args.model) if args.model else suite.model
-        out = dataclasses.replace(suite, eval=ev, model=model)
+        entries = suite.datasets  # --dataset / --text replace both [eval] datasets and [[datasets]]
         if args.dataset or args.text:
-            texts = tuple(DatasetCfg(text=str(Path(t).expanduser().absolute())) for t in args.text or ())
-            folder = (args.config or DEFAULT_SUITE).resolve().parent
-            out = anchor_paths(dataclasses.replace(out, datasets=texts), folder)
+            entries = tuple(DatasetCfg(text=str(Path(t).expanduser().absolute())) for t in args.text or ())
+        out = dataclasses.replace(suite, eval=ev, model=model, datasets=entries)
+        out = anchor_paths(out, (args.config or DEFAULT_SUITE).resolve().parent)
     except ValueError as err:
         raise UsageError(f"{err}; change the command-line options or the suite") from None
     return out
@@ -188,10 +188,11 @@ def cmd_gate(args: argparse.Namespace) -> int:
                                       if suite.baseline.file and not args.no_baseline else None)
     baseline = results.read(baseline_path, "baseline") if baseline_path else None
     if args.results:  # a stored document: bind it to the content the suite names now
+        from evalsuite.data import corpora
         from evalsuite.suite import content_identity
 
         doc = results.read(args.results, "results")
-        checks = compare(doc, suite, content_identity(suite))
+        checks = compare(doc, suite, content_identity(suite, corpora.resolve_data_dir(args.data_dir)))
     else:
         doc = score(args, suite)
         checks = compare(doc, suite)

@@ -18,7 +18,7 @@ from evalsuite.cpu import cpu_info, cpu_key
 from evalsuite.data import corpora, documents, sources
 from evalsuite.data.windows import Window, check_policy, plan_documents, plan_windows, shard_windows
 from evalsuite.errors import DataError, ModelError, ScoringError, UsageError
-from evalsuite.gate.binding import suite_binding
+from evalsuite.gate.binding import custom_labels, suite_binding
 from evalsuite.gate.results import SCHEMA_VERSION, WINDOW_POLICY
 from evalsuite.models import source as model_source
 from evalsuite.quiet import quiet_transformers
@@ -164,6 +164,8 @@ def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = No
     check_positions(suite, source.path)
     streams = load_streams(suite, source, texts)
     out = Evaluation(suite, provenance=provenance(source, streams), resume=resume, shard=shard)
+    custom = set(custom_labels(suite))  # not pinned by a packaged TOML: bound by the text's sha256
+    out.identities["data"] = {s.label: s.text.sha256 for s in streams if s.label in custom}
     out.provenance["data_dir"] = str(data_dir) if data_dir else None
     ev = suite.eval
     reference = None
@@ -393,7 +395,8 @@ def to_document(ev: Evaluation) -> dict[str, Any]:
         "binding": {"suite": suite_binding(ev.suite), "content": {
             "model": {k: ev.provenance["model"][k] for k in ("origin_sha256", "tokenizer_sha256")},
             "base_onnx": ev.identities.get("base_onnx"),
-            "variants": {name: info.get("identity") for name, info in ev.variants.items()}}},
+            "variants": {name: info.get("identity") for name, info in ev.variants.items()},
+            **({"data": ev.identities["data"]} if ev.identities.get("data") else {})}},
         "complete": not ev.errors and ev.shard is None,
         "shard": {"index": ev.shard[0], "count": ev.shard[1]} if ev.shard else None,
         "provenance": ev.provenance,
@@ -412,7 +415,7 @@ def run_json(ev: Evaluation, run: RunResult) -> dict[str, Any]:
     return out
 
 
-def content_identity(suite: Suite) -> dict[str, Any]:
+def content_identity(suite: Suite, data_dir: Path | None = None) -> dict[str, Any]:
     """Identities of what `suite` names now, computed without exporting, building or scoring: the
     model's origin sha256, a given ORT base's and every given ONNX variant's content hash. Gating
     a stored results file compares them with what the file says was scored (gate/binding.py)."""
@@ -434,4 +437,19 @@ def content_identity(suite: Suite) -> dict[str, Any]:
                 out["variants"][v.name] = content_sha256(resolve_onnx(Path(v.path)))
             except ModelError as err:
                 out["variants"][v.name] = f"unavailable: {err}"
+    if custom_labels(suite):
+        out["data"] = custom_data_identity(suite, data_dir)
+    return out
+
+
+def custom_data_identity(suite: Suite, data_dir: Path | None) -> dict[str, str]:
+    """sha256 of each custom dataset's text now (files are read again; a hub source is loaded)."""
+    custom, out = set(custom_labels(suite)), {}
+    try:
+        only = dataclasses.replace(suite, eval=dataclasses.replace(
+            suite.eval, datasets=tuple(d for d in suite.eval.datasets if run_label(d) in custom)))
+        for text in load_texts(only, data_dir):
+            out[text.label] = text.sha256
+    except DataError as err:
+        return {label: f"unavailable: {err}" for label in custom}
     return out

@@ -13,7 +13,7 @@ import dataclasses
 import math
 from typing import Any
 
-from evalsuite.config import DatasetCfg, Suite, VariantCfg, dataset_labels
+from evalsuite.config import DatasetCfg, Suite, VariantCfg, dataset_labels, is_path_ref, run_label
 from evalsuite.gate.checks import Check
 
 POLICY_KEYS = ("window", "stride", "bos", "max_tokens")
@@ -75,8 +75,33 @@ def integrity_checks(doc: dict[str, Any], suite: Suite, content: dict[str, Any] 
     out = [complete_check(doc), policy_check(doc, want["policy"]), suite_check(have, want)]
     out.append(model_check(have.get("model"), want["model"], scored, content))
     out += [variant_check(name, have, settings, scored, content) for name, settings in want["variants"].items()]
+    if "data" in want_content_keys(suite):
+        out.append(data_check(scored, content, custom_labels(suite)))
     out += [plausible_check(doc), duplicate_check(doc)]
     return out
+
+
+def custom_labels(suite: Suite) -> list[str]:
+    """Labels of datasets not pinned by a packaged TOML: [[datasets]] entries and TOMLs given by path."""
+    return [run_label(d) for d in suite.eval.datasets if is_path_ref(d.partition(":")[0])] + \
+        [d.run_label for d in suite.datasets]
+
+
+def want_content_keys(suite: Suite) -> set[str]:
+    return {"data"} if custom_labels(suite) else set()
+
+
+def data_check(scored: dict[str, Any], content: dict[str, Any] | None, labels: list[str]) -> Check:
+    """A custom dataset is not pinned: the text scored (its sha256) must be the text the suite names now."""
+    then = _table(scored, "data")
+    for label in labels:
+        if label not in then:
+            return _check("binding_data", "*", False, f"the results record no text sha256 for '{label}'")
+        now = (content or {}).get("data", {}).get(label, then[label])
+        if now != then[label]:
+            return _check("binding_data", "*", False, f"'{label}' now has text {str(now)[:40]}..., the results "
+                                                      f"scored {str(then[label])[:12]}...")
+    return _check("binding_data", "*", True, "")
 
 
 def complete_check(doc: dict[str, Any]) -> Check:
