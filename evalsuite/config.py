@@ -98,7 +98,7 @@ class DatasetCfg:
         if self.hub is not None:
             stem = self.hub.path.rstrip("/").rsplit("/", 1)[-1] + (f"-{self.hub.name}" if self.hub.name else "")
         else:
-            stem = Path(self.text or self.files()[0]).name.split(".")[0]
+            stem = Path(self.text or self.files()[0]).stem  # wiki.valid.raw -> wiki.valid
         return re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-.") or "text"
 
 
