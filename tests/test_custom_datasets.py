@@ -185,3 +185,22 @@ def test_text_replaces_the_suite_datasets_and_default_binding_is_unchanged() -> 
     assert dataset_labels(both) == ["ptb", "x"]
     # results and baselines of suites without custom datasets keep their binding (no new keys)
     assert {"documents", "sources"}.isdisjoint(suite_binding(load_suite(None)))
+
+
+@pytest.mark.parametrize(("theirs", "passed"), [
+    pytest.param({"text_sha256": "a"}, True, id="same-text"),
+    pytest.param({"text_sha256": "b"}, False, id="other-text-same-label"),
+    pytest.param({"text_sha256": "a", "documents": 12}, False, id="per-document-vs-stream"),
+])
+def test_baseline_matches_only_the_same_data(theirs: dict, passed: bool) -> None:
+    from evalsuite.config import BaselineCfg
+    from evalsuite.gate.checks import baseline_checks
+
+    run = {"variant": "base", "runner": "torch", "dataset": "wikitext2", "window": 512, "stride": 256,
+           "bos": False, "max_tokens": None, "ppl": 20.0}
+    model = {"origin_sha256": "o" * 64, "tokenizer_sha256": "t" * 64}
+    doc = {"runs": [run], "provenance": {"model": model, "data": {"wikitext2": {"text_sha256": "a"}}}}
+    base = {"runs": [run], "provenance": {"model": model, "data": {"wikitext2": theirs}}}
+    check = baseline_checks(doc, base, BaselineCfg(), "b.json")[-1]
+    assert check.name == "baseline_rel_regression" and check.passed is passed
+    assert passed or "scored other data as 'wikitext2'" in check.detail
