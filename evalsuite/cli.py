@@ -88,7 +88,15 @@ def add_gate_args(p: argparse.ArgumentParser) -> None:
 def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="suite TOML (default: the packaged default suite)")
     p.add_argument("--model", help="HF folder, .gguf file, hub id, or 'smollm2-135m-instruct'")
-    p.add_argument("--dataset", action="append", help="dataset[:split]; repeatable (default: the suite's)")
+    p.add_argument("--dataset", action="append",
+                   help="dataset[:split] or path/to/mine.toml[:split]; repeatable (default: the suite's)")
+    p.add_argument("--text", action="append", metavar="PATH",
+                   help="a local UTF-8 text file scored as one stream, labelled by its file name; repeatable "
+                   "(with --dataset or alone, replaces the suite's datasets)")
+    p.add_argument("--per-document", action="store_true", default=None,
+                   help="score each row/document separately from a prefix token (lm-eval rolling loglikelihood)")
+    p.add_argument("--bos", action=argparse.BooleanOptionalAction, default=None,
+                   help="put the tokenizer's BOS token before the stream (default: the suite's bos)")
     p.add_argument("--window", type=int, help="tokens fed per window")
     p.add_argument("--stride", type=int, help="new tokens scored per window (<= window)")
     p.add_argument("--max-tokens", type=int, help="truncate each token stream to its first N tokens")
@@ -119,13 +127,22 @@ def parse_shard(text: str) -> tuple[int, int]:
     return int(index), int(count)
 
 
+def cli_ref(ref: str) -> str:
+    """A dataset TOML named on the command line is relative to the working directory."""
+    from evalsuite.config import is_path_ref
+
+    name, sep, split = ref.partition(":")
+    return str(Path(name).expanduser().absolute()) + sep + split if is_path_ref(name) else ref
+
+
 def suite_from_args(args: argparse.Namespace) -> Any:
-    from evalsuite.config import load_suite
+    from evalsuite.config import DEFAULT_SUITE, DatasetCfg, anchor_paths, load_suite
 
     suite = load_suite(args.config)
     ev = suite.eval
     overrides = {
-        "datasets": tuple(args.dataset) if args.dataset else None,
+        "datasets": tuple(cli_ref(r) for r in args.dataset or ()) if args.dataset or args.text else None,
+        "bos": args.bos, "documents": args.per_document,
         "window": args.window, "stride": args.stride, "max_tokens": args.max_tokens,
         "runners": tuple(dict.fromkeys(args.runner)) if args.runner else None,
         "provider": args.provider, "threads": args.threads, "batch_size": args.batch_size,
@@ -141,7 +158,11 @@ def suite_from_args(args: argparse.Namespace) -> Any:
     try:  # the dataclasses re-validate: e.g. --dataset leaving a dataset without any threshold
         ev = dataclasses.replace(ev, **{k: v for k, v in overrides.items() if v is not None})
         model = dataclasses.replace(suite.model, source=args.model) if args.model else suite.model
-        out = dataclasses.replace(suite, eval=ev, model=model)
+        entries = suite.datasets  # --dataset / --text replace both [eval] datasets and [[datasets]]
+        if args.dataset or args.text:
+            entries = tuple(DatasetCfg(text=str(Path(t).expanduser().absolute())) for t in args.text or ())
+        out = dataclasses.replace(suite, eval=ev, model=model, datasets=entries)
+        out = anchor_paths(out, (args.config or DEFAULT_SUITE).resolve().parent)
     except ValueError as err:
         raise UsageError(f"{err}; change the command-line options or the suite") from None
     return out
@@ -209,10 +230,11 @@ def cmd_gate(args: argparse.Namespace) -> int:
                                       if suite.baseline.file and not args.no_baseline else None)
     baseline = results.read(baseline_path, "baseline") if baseline_path else None
     if args.results:  # a stored document: bind it to the content the suite names now
+        from evalsuite.data import corpora
         from evalsuite.suite import content_identity
 
         doc = results.read(args.results, "results")
-        checks = compare(doc, suite, content_identity(suite))
+        checks = compare(doc, suite, content_identity(suite, corpora.resolve_data_dir(args.data_dir)))
     else:
         doc = score(args, suite)
         checks = compare(doc, suite)

@@ -6,7 +6,7 @@ The default suite ships inside the package (`default_suite.toml`); `--config FIL
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal
 
@@ -44,10 +44,9 @@ class EvalCfg:
     batch_size: int = 1
     # The torch reference's device: "auto" = CUDA when provider is "cuda" and torch has CUDA, else CPU.
     torch_device: Literal["auto", "cpu", "cuda"] = "auto"
+    documents: bool = False  # score each row/document separately from a prefix token (lm-eval rolling)
 
     def __post_init__(self) -> None:
-        if not self.datasets:
-            raise ValueError("datasets must name at least one dataset")
         if self.max_tokens is not None and self.max_tokens < MIN_TOKENS:
             raise ValueError(f"max_tokens must be at least {MIN_TOKENS} (at least 2 scored tokens are needed "
                              f"for an error bar), got {self.max_tokens}")
@@ -55,6 +54,66 @@ class EvalCfg:
             raise ValueError(f"threads must be at least 1 (or absent: all cores), got {self.threads}")
         if not 1 <= self.batch_size <= 256:
             raise ValueError(f"batch_size must be between 1 and 256, got {self.batch_size}")
+
+
+LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """`datasets.load_dataset(path, name, split=split, revision=revision, data_dir=data_dir)[column]`."""
+
+    path: str
+    name: str | None = None
+    split: str = "test"
+    column: str = "text"
+    revision: str | None = None
+    data_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class DatasetCfg:
+    """A dataset beyond the packaged TOMLs (`[[datasets]]`, `--text`): exactly one of `text` (a local
+    UTF-8 file, one stream), `data_files` (local parquet/json/csv/text files read by `datasets`' file
+    builders) or `hub`. Rows are joined with `join` into one stream, or scored one by one (`documents`)."""
+
+    label: str | None = None  # default: derived from the file name / hub path
+    text: str | None = None
+    data_files: str | tuple[str, ...] | None = None
+    format: Literal["parquet", "json", "csv", "text"] | None = None  # default: from the file extension
+    split: str = "train"  # the split `datasets` names data_files (one list of files -> "train")
+    column: str = "text"
+    hub: HubSource | None = None
+    join: str = "\n\n"
+    documents: bool | None = None  # default: [eval] documents
+    sha256: str | None = None  # optional pin of a `text` file
+
+    def __post_init__(self) -> None:
+        given = [k for k in ("text", "data_files", "hub") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"a [[datasets]] entry needs exactly one of text, data_files, hub; got "
+                             f"{', '.join(given) or 'none'}")
+        if self.label is not None and not LABEL_RE.fullmatch(self.label):
+            raise ValueError(f"dataset label '{self.label}' must be letters, digits, '_', '.', '-' (no ':')")
+        if self.sha256 is not None and (self.text is None or not re.fullmatch(r"[0-9a-f]{64}", self.sha256)):
+            raise ValueError("sha256 pins a `text` file and must be 64 lowercase hex digits")
+        if self.data_files is not None and not self.files():
+            raise ValueError("data_files names no file")
+
+    def files(self) -> tuple[str, ...]:
+        if self.data_files is None:
+            return ()
+        return (self.data_files,) if isinstance(self.data_files, str) else self.data_files
+
+    @property
+    def run_label(self) -> str:
+        if self.label is not None:
+            return self.label
+        if self.hub is not None:
+            stem = self.hub.path.rstrip("/").rsplit("/", 1)[-1] + (f"-{self.hub.name}" if self.hub.name else "")
+        else:
+            stem = Path(self.text or self.files()[0]).stem  # wiki.valid.raw -> wiki.valid
+        return re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-.") or "text"
 
 
 @dataclass(frozen=True)
@@ -191,8 +250,15 @@ class Suite:
     thresholds: Thresholds = field(default_factory=Thresholds)
     parity: Parity = field(default_factory=Parity)
     baseline: BaselineCfg = field(default_factory=BaselineCfg)
+    datasets: tuple[DatasetCfg, ...] = ()  # [[datasets]]: scored after [eval] datasets
 
     def __post_init__(self) -> None:
+        labels = dataset_labels(self)
+        if not labels:
+            raise ValueError("datasets must name at least one dataset ([eval] datasets or [[datasets]])")
+        twice = sorted({x for x in labels if labels.count(x) > 1})
+        if twice:
+            raise ValueError(f"dataset label '{twice[0]}' is used twice; give each dataset its own label")
         names = [v.name for v in self.variants]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -202,22 +268,35 @@ class Suite:
             raise ValueError(f"[thresholds.variants.{unknown[0]}] names no declared variant; "
                              f"declared: {', '.join(names) or 'none'}")
         for v in self.variants:
-            for d in self.eval.datasets:
+            for d in labels:
                 if not self.thresholds.limits(v.name, d).any():
                     raise ValueError(f"no threshold for variant '{v.name}' on '{d}'; set "
                                      f"[thresholds] defaults or [thresholds.variants.{v.name}]")
 
 
 def run_label(ref: str) -> str:
-    """Dataset reference -> the label runs are stored under ('ptb', 'wikitext2:validation')."""
+    """Dataset reference -> the label runs are stored under ('ptb', 'wikitext2:validation'); a dataset
+    TOML given by path is labelled by its file name ('dir/mine.toml:validation' -> 'mine:validation')."""
     name, _, split = ref.partition(":")
-    return name if split in ("", "test") else ref
+    if is_path_ref(name):
+        name = Path(name).name.removesuffix(".toml")
+    return name if split in ("", "test") else f"{name}:{split}"
+
+
+def is_path_ref(name: str) -> bool:
+    """A dataset reference naming a TOML file (ends in .toml or has a path separator), not a name."""
+    return name.endswith(".toml") or "/" in name or "\\" in name
+
+
+def dataset_labels(suite: Suite) -> list[str]:
+    """Every dataset's run label, in scoring order: [eval] datasets, then [[datasets]]."""
+    return [run_label(d) for d in suite.eval.datasets] + [d.run_label for d in suite.datasets]
 
 
 def check_dataset_keys(suite: Suite, where: str) -> None:
     """Per-dataset threshold keys must name a configured dataset label: a misspelled or test-split key
     ('wikitxt2', 'wikitext2:test') would otherwise be ignored silently and the looser default apply."""
-    labels = [run_label(d) for d in suite.eval.datasets]
+    labels = dataset_labels(suite)
     for variant, limits in suite.thresholds.variants.items():
         for key in limits.datasets:
             if key not in labels:
@@ -228,5 +307,31 @@ def check_dataset_keys(suite: Suite, where: str) -> None:
 def load_suite(path: Path | None) -> Suite:
     path = path or DEFAULT_SUITE
     suite = tomlio.load(Suite, tomlio.read_toml(path), path.name)
+    suite = anchor_paths(suite, path.resolve().parent)
     check_dataset_keys(suite, path.name)
     return suite
+
+
+def anchor_paths(suite: Suite, folder: Path) -> Suite:
+    """Dataset files named in a suite file are relative to its folder; a bare dataset name that is not
+    a packaged dataset is looked up in `datasets_cfg/` beside the suite file."""
+    from evalsuite.data.corpora import known_datasets
+
+    packaged = set(known_datasets())
+    refs = []
+    for ref in suite.eval.datasets:
+        name, sep, split = ref.partition(":")
+        sibling = folder / "datasets_cfg" / f"{name}.toml"
+        if is_path_ref(name):
+            name = str(folder / Path(name).expanduser())
+        elif name not in packaged and sibling.is_file():
+            name = str(sibling)
+        refs.append(name + sep + split)
+    entries = tuple(replace(d, text=_anchor(folder, d.text),
+                            data_files=tuple(str(folder / Path(f).expanduser()) for f in d.files()) or None)
+                    for d in suite.datasets)
+    return replace(suite, eval=replace(suite.eval, datasets=tuple(refs)), datasets=entries)
+
+
+def _anchor(folder: Path, value: str | None) -> str | None:
+    return None if value is None else str(folder / Path(value).expanduser())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import platform
 import time
@@ -12,12 +13,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from evalsuite.cache import manifest_digest, package_versions, sweep_stale
-from evalsuite.config import Suite
+from evalsuite.config import DatasetCfg, Suite, is_path_ref, run_label
 from evalsuite.cpu import cpu_info, cpu_key
-from evalsuite.data import corpora
-from evalsuite.data.windows import Window, check_policy, plan_windows, shard_windows
+from evalsuite.data import corpora, documents, sources
+from evalsuite.data.windows import Window, check_policy, plan_documents, plan_windows, shard_windows
 from evalsuite.errors import DataError, ModelError, ScoringError, UsageError
-from evalsuite.gate.binding import suite_binding
+from evalsuite.gate.binding import custom_labels, suite_binding
 from evalsuite.gate.results import SCHEMA_VERSION, WINDOW_POLICY
 from evalsuite.models import source as model_source
 from evalsuite.quiet import quiet_transformers
@@ -56,15 +57,19 @@ class Stream:
     words: int  # whitespace words of the text the scored targets cover
     bytes: int  # UTF-8 bytes of that text
     tokenizer_vocab: int  # len(tokenizer): every runner must output at least this many logits
+    documents: int = 0  # documents scored one by one (0: the text is one stream)
 
     @property
     def label(self) -> str:
+        if self.text.label:
+            return self.text.label
         return self.text.dataset if self.text.split == "test" else f"{self.text.dataset}:{self.text.split}"
 
 
 def load_texts(suite: Suite, data_dir: Path | None) -> list[corpora.Text]:
     """Check the policy, the execution provider and the torch device, and load every text before
-    any model work, so bad input fails fast."""
+    any model work, so bad input fails fast: [eval] datasets (packaged names or dataset TOML paths),
+    then [[datasets]] entries."""
     check_policy(suite.eval.window, suite.eval.stride)
     if "ort" in suite.eval.runners:
         from evalsuite.models.ort_runner import provider_name
@@ -72,7 +77,29 @@ def load_texts(suite: Suite, data_dir: Path | None) -> list[corpora.Text]:
         provider_name(suite.eval.provider)
     if "torch" in suite.eval.runners:
         torch_device(suite)
-    return [corpora.load_text(ref, data_dir) for ref in suite.eval.datasets]
+    texts = []
+    for ref in suite.eval.datasets:
+        label = run_label(ref)
+        if is_path_ref(ref.partition(":")[0]):
+            texts.append(sources.spec_file_text(ref, data_dir, label))
+        else:
+            texts.append(dataclasses.replace(corpora.load_text(ref, data_dir), label=label))
+    return texts + [custom_text(cfg) for cfg in suite.datasets]
+
+
+def custom_text(cfg: DatasetCfg) -> corpora.Text:
+    if cfg.text is not None:
+        return sources.text_file(cfg.text, cfg.run_label, cfg.sha256)
+    if cfg.hub is not None:
+        h = cfg.hub
+        return sources.hub_text(h.path, h.name, h.split, h.column, h.revision, h.data_dir, cfg.join, cfg.run_label)
+    return sources.data_files_text(cfg.files(), cfg.format, cfg.split, cfg.column, cfg.join, cfg.run_label)
+
+
+def per_document(suite: Suite) -> list[bool]:
+    """Whether each dataset (in load_texts order) is scored document by document."""
+    flags = [suite.eval.documents] * len(suite.eval.datasets)
+    return flags + [suite.eval.documents if d.documents is None else d.documents for d in suite.datasets]
 
 
 def load_streams(suite: Suite, source: model_source.ModelSource, texts: list[corpora.Text]) -> list[Stream]:
@@ -82,7 +109,10 @@ def load_streams(suite: Suite, source: model_source.ModelSource, texts: list[cor
     ev = suite.eval
     tokenizer = AutoTokenizer.from_pretrained(source.path)
     streams = []
-    for text in texts:
+    for text, docs in zip(texts, per_document(suite), strict=True):
+        if docs:
+            streams.append(document_stream(suite, text, tokenizer, source.tokenizer_id))
+            continue
         tokens, ends = corpora.tokenize(text, tokenizer, source.tokenizer_id, ev.bos)
         if ev.max_tokens is not None:
             tokens = tokens[: ev.max_tokens]
@@ -93,6 +123,18 @@ def load_streams(suite: Suite, source: model_source.ModelSource, texts: list[cor
         words, nbytes = corpora.span_counts(text.text, ends, 1, n)
         streams.append(Stream(text, tokens, plan_windows(n, ev.window, ev.stride), words, nbytes, len(tokenizer)))
     return streams
+
+
+def document_stream(suite: Suite, text: corpora.Text, tokenizer: Any, tokenizer_id: str) -> Stream:
+    """Each row of `text` scored on its own from the prefix token (lm-eval rolling loglikelihood)."""
+    ev = suite.eval
+    tokens, ends, docs = documents.tokenize_documents(text, tokenizer, tokenizer_id)
+    if ev.max_tokens is not None:
+        tokens = tokens[: ev.max_tokens]
+    n = int(tokens.shape[0])
+    windows = plan_documents(documents.clipped_bounds(docs, n), ev.window, ev.stride)
+    words, nbytes, count = documents.document_counts(text, ends, docs, n)
+    return Stream(text, tokens, windows, words, nbytes, len(tokenizer), documents=count)
 
 
 @dataclass
@@ -122,12 +164,17 @@ def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = No
     only every n-th window from i is scored; `scoring/merge.py` combines the n shards."""
     progress = progress or NullProgress()
     sweep_stale()
+    if shard is not None and any(per_document(suite)):
+        raise UsageError("--shard with per-document scoring is not supported (merge re-plans one stream); "
+                         "score per-document datasets without --shard")
     texts = load_texts(suite, data_dir)
     source = model_source.resolve(suite.model.source, suite.model.trust_remote_code)
     check_positions(suite, source.path)
     streams = load_streams(suite, source, texts)
     check_shard(streams, shard)
     out = Evaluation(suite, provenance=provenance(source, streams), resume=resume, shard=shard)
+    custom = set(custom_labels(suite))  # not pinned by a packaged TOML: bound by the text's sha256
+    out.identities["data"] = {s.label: s.text.sha256 for s in streams if s.label in custom}
     out.provenance["data_dir"] = str(data_dir) if data_dir else None
     ev = suite.eval
     reference = None
@@ -365,7 +412,8 @@ def provenance(source: model_source.ModelSource, streams: list[Stream]) -> dict[
         "model": {"source": source.name, "kind": source.kind, "path": str(source.path),
                   "origin_sha256": source.origin_sha256, "tokenizer_sha256": source.tokenizer_id},
         "data": {s.label: {"source": s.text.source, "text_sha256": s.text.sha256,
-                           "file_sha256": s.text.meta.get("file_sha256")} for s in streams},
+                           "file_sha256": s.text.meta.get("file_sha256"),
+                           **({"documents": s.documents} if s.documents else {})} for s in streams},
         "packages": versions,
         "python": platform.python_version(),
         "machine": platform.machine(),
@@ -387,7 +435,8 @@ def to_document(ev: Evaluation) -> dict[str, Any]:
         "binding": {"suite": suite_binding(ev.suite), "content": {
             "model": {k: ev.provenance["model"][k] for k in ("origin_sha256", "tokenizer_sha256")},
             "base_onnx": ev.identities.get("base_onnx"),
-            "variants": {name: info.get("identity") for name, info in ev.variants.items()}}},
+            "variants": {name: info.get("identity") for name, info in ev.variants.items()},
+            **({"data": ev.identities["data"]} if ev.identities.get("data") else {})}},
         "complete": not ev.errors and ev.shard is None,
         "shard": {"index": ev.shard[0], "count": ev.shard[1]} if ev.shard else None,
         "provenance": ev.provenance,
@@ -406,7 +455,7 @@ def run_json(ev: Evaluation, run: RunResult) -> dict[str, Any]:
     return out
 
 
-def content_identity(suite: Suite) -> dict[str, Any]:
+def content_identity(suite: Suite, data_dir: Path | None = None) -> dict[str, Any]:
     """Identities of what `suite` names now, computed without exporting, building or scoring: the
     model's origin sha256, a given ORT base's and every given ONNX variant's content hash. Gating
     a stored results file compares them with what the file says was scored (gate/binding.py)."""
@@ -428,4 +477,19 @@ def content_identity(suite: Suite) -> dict[str, Any]:
                 out["variants"][v.name] = content_sha256(resolve_onnx(Path(v.path)))
             except ModelError as err:
                 out["variants"][v.name] = f"unavailable: {err}"
+    if custom_labels(suite):
+        out["data"] = custom_data_identity(suite, data_dir)
+    return out
+
+
+def custom_data_identity(suite: Suite, data_dir: Path | None) -> dict[str, str]:
+    """sha256 of each custom dataset's text now (files are read again; a hub source is loaded)."""
+    custom, out = set(custom_labels(suite)), {}
+    try:
+        only = dataclasses.replace(suite, eval=dataclasses.replace(
+            suite.eval, datasets=tuple(d for d in suite.eval.datasets if run_label(d) in custom)))
+        for text in load_texts(only, data_dir):
+            out[text.label] = text.sha256
+    except DataError as err:
+        return {label: f"unavailable: {err}" for label in custom}
     return out

@@ -60,7 +60,12 @@ def convert(tp: Any, value: Any, where: str) -> Any:
         options = [a for a in args if a is not type(None)]
         if value is None and len(options) < len(args):
             return None
-        return convert(options[0], value, where)
+        for option in options[:-1]:  # `str | tuple[str, ...]`: the first type the value fits
+            try:
+                return convert(option, value, where)
+            except ConfigError:
+                continue
+        return convert(options[-1], value, where)
     if origin is typing.Literal:
         if value not in args:
             raise ConfigError(f"{where}: must be one of {', '.join(map(repr, args))}, got {value!r}")

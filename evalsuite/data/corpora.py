@@ -28,13 +28,15 @@ class HubSpec:
     path: str
     column: str
     config: str | None = None
+    revision: str | None = None  # e.g. "refs/convert/parquet": the hub's parquet conversion
+    data_dir: str | None = None  # the config's folder inside that revision
 
 
 @dataclass(frozen=True)
 class SplitSpec:
     hub_split: str
     file: str  # relative to the data dir
-    sha256: str
+    sha256: str | None = None  # required for the packaged datasets (tests/test_data.py); optional in a user's TOML
 
     def __post_init__(self) -> None:
         path = Path(self.file)
@@ -47,8 +49,8 @@ class DatasetSpec:
     name: str
     rows: RowRule
     join: str
-    hub: HubSpec
     splits: dict[str, SplitSpec]
+    hub: HubSpec | None = None  # the packaged datasets have one; a user's TOML may be local-only
     default_split: str = "test"
     description: str = ""
 
@@ -63,6 +65,8 @@ class Text:
     sha256: str  # of text.encode("utf-8")
     source: str  # "file:<path>" or "hub:<path>/<config>/<split>"
     meta: dict[str, Any] = field(default_factory=dict)
+    label: str = ""  # the run label (set by the pipeline); "" = dataset[:split]
+    rows: tuple[str, ...] = ()  # the rows joined into `text`: the documents of per-document scoring
 
 
 def config_dirs() -> list[Path]:
@@ -120,14 +124,22 @@ def rows_from_lines(lines: list[str], rule: RowRule) -> list[str]:
 
 def load_text(ref: str, data_dir: Path | None) -> Text:
     spec, split = parse_ref(ref)
+    return spec_text(spec, split, data_dir)
+
+
+def spec_text(spec: DatasetSpec, split: str, data_dir: Path | None) -> Text:
+    """The split's rows from `data_dir` (sha256-checked) or, without one, from the hub, joined."""
     sp = spec.splits[split]
     if data_dir is not None:
         rows, source = _local_rows(spec, sp, data_dir), f"file:{data_dir / sp.file}"
-    else:
+    elif spec.hub is not None:
         rows, source = _hub_rows(spec, sp), f"hub:{spec.hub.path}/{spec.hub.config}/{sp.hub_split}"
+    else:
+        raise DataError(f"dataset '{spec.name}' has no [hub] source; pass --data-dir or set {DATA_DIR_ENV}")
     text = spec.join.join(rows)
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    return Text(spec.name, split, text, digest, source, {"file_sha256": sp.sha256, "rows": len(rows)})
+    return Text(spec.name, split, text, digest, source, {"file_sha256": sp.sha256, "rows": len(rows)},
+                rows=tuple(rows))
 
 
 def _local_rows(spec: DatasetSpec, sp: SplitSpec, data_dir: Path) -> list[str]:
@@ -135,7 +147,7 @@ def _local_rows(spec: DatasetSpec, sp: SplitSpec, data_dir: Path) -> list[str]:
     if not path.is_file():
         raise DataError(f"missing data file {path} for dataset '{spec.name}'; the data dir must hold {sp.file}")
     actual = file_sha256(path)
-    if actual != sp.sha256:
+    if sp.sha256 is not None and actual != sp.sha256:
         raise DataError(f"{path} has sha256 {actual[:12]}..., expected {sp.sha256[:12]}... from "
                         f"{spec.name}.toml; restore the canonical file")
     with open(path, encoding="utf-8", newline="") as fh:
@@ -143,18 +155,23 @@ def _local_rows(spec: DatasetSpec, sp: SplitSpec, data_dir: Path) -> list[str]:
 
 
 def _hub_rows(spec: DatasetSpec, sp: SplitSpec) -> list[str]:
+    hub = spec.hub
+    assert hub is not None
     try:
         import datasets
     except ImportError:
         raise DataError("no data dir given and the 'datasets' package is missing; "
                         f"pass --data-dir or set {DATA_DIR_ENV}") from None
     try:
-        ds = datasets.load_dataset(spec.hub.path, spec.hub.config, split=sp.hub_split)
+        ds = datasets.load_dataset(hub.path, hub.config, split=sp.hub_split, revision=hub.revision,
+                                   data_dir=hub.data_dir)
     except Exception as err:  # network, auth, missing dataset: all mean "use a local copy"
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DataError(f"cannot load {spec.hub.path} from the hub ({first}); "
+        raise DataError(f"cannot load {hub.path} from the hub ({first}); "
                         f"pass --data-dir or set {DATA_DIR_ENV} to a local copy") from None
-    return [str(r) for r in ds[spec.hub.column]]
+    if hub.column not in ds.column_names:
+        raise DataError(f"{hub.path} has no column '{hub.column}'; columns: {', '.join(ds.column_names)}")
+    return [str(r) for r in ds[hub.column]]
 
 
 def tokenize(text: Text, tokenizer: Any, tokenizer_id: str, bos: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -184,7 +201,13 @@ def tokenize(text: Text, tokenizer: Any, tokenizer_id: str, bos: bool) -> tuple[
 
 def span_counts(text: str, ends: np.ndarray, first_target: int, n_tokens: int) -> tuple[int, int]:
     """(words, UTF-8 bytes) of the text the scored targets cover: from the end of the last
-    context-only token to the end of target n_tokens-1. Words are whitespace-separated runs
-    (lm-evaluation-harness counts `re.split(r"\\s+", doc)` over the document)."""
+    context-only token to the end of target n_tokens-1. Words and bytes as lm-evaluation-harness
+    counts them over a document: `len(re.split(r"\\s+", span))` (leading or trailing whitespace adds
+    an empty "word", as there) and `len(span.encode("utf-8"))`."""
     span = text[int(ends[first_target - 1]) : int(ends[n_tokens - 1])]
-    return len(span.split()), len(span.encode("utf-8"))
+    return lm_eval_words(span), len(span.encode("utf-8"))
+
+
+def lm_eval_words(text: str) -> int:
+    """lm-evaluation-harness's word count of a document (`perplexity` tasks' word_perplexity)."""
+    return len(re.split(r"\s+", text))

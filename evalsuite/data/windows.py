@@ -72,3 +72,20 @@ def shard_windows(windows: list[T], index: int, count: int) -> list[T]:
     if count < 1 or not 0 <= index < count:
         raise UsageError(f"shard must be i/n with 0 <= i < n, got {index}/{count}; use e.g. --shard 0/2")
     return windows[index::count]
+
+
+def plan_documents(bounds: list[tuple[int, int]], window: int, stride: int) -> list[Window]:
+    """Per-document scoring: the stream is documents laid end to end, each `[start, stop)` beginning
+    with its prefix token. Each document is planned on its own (`plan_windows`, shifted to `start`),
+    so no window crosses a document and each document's first token is predicted from its prefix
+    alone: lm-evaluation-harness's rolling loglikelihood when `stride == window`. Documents with no
+    target (a prefix only) are skipped."""
+    check_policy(window, stride)
+    out: list[Window] = []
+    for start, stop in bounds:
+        if stop - start >= 2:
+            out += [Window(start + w.start, start + w.first_target, start + w.end)
+                    for w in plan_windows(stop - start, window, stride)]
+    if not out:
+        raise DataError("no document has a token to score; use more text or raise --max-tokens")
+    return out

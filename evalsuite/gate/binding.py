@@ -13,7 +13,7 @@ import dataclasses
 import math
 from typing import Any
 
-from evalsuite.config import Suite, VariantCfg, run_label
+from evalsuite.config import DatasetCfg, Suite, VariantCfg, dataset_labels, is_path_ref, run_label
 from evalsuite.gate.checks import Check
 
 POLICY_KEYS = ("window", "stride", "bos", "max_tokens")
@@ -29,16 +29,33 @@ def variant_settings(v: VariantCfg) -> dict[str, Any]:
     return out
 
 
+def dataset_settings(d: DatasetCfg, documents: bool) -> dict[str, Any]:
+    """What determines a [[datasets]] entry's text besides the files' content (recorded by sha256 in
+    the provenance): the kind of source and how rows become text, not where files lie."""
+    out = dataclasses.asdict(d)
+    for key in ("label", "text", "data_files", "sha256"):
+        out.pop(key)
+    out["kind"] = "text" if d.text is not None else "hub" if d.hub is not None else "data_files"
+    out["documents"] = documents if d.documents is None else d.documents
+    return out
+
+
 def suite_binding(suite: Suite) -> dict[str, Any]:
     ev = suite.eval
-    return {
+    out: dict[str, Any] = {
         "policy": {k: getattr(ev, k) for k in POLICY_KEYS},
-        "datasets": [run_label(d) for d in ev.datasets],
+        "datasets": dataset_labels(suite),
         "runners": list(ev.runners),
         "model": {"source": suite.model.source, "onnx_given": suite.model.onnx is not None,
                   "trust_remote_code": suite.model.trust_remote_code},
         "variants": {v.name: variant_settings(v) for v in suite.variants},
     }
+    # Only present when used, so documents of suites without them keep their binding.
+    if ev.documents:
+        out["documents"] = True
+    if suite.datasets:
+        out["sources"] = {d.run_label: dataset_settings(d, ev.documents) for d in suite.datasets}
+    return out
 
 
 def _table(doc: dict[str, Any], key: str) -> dict[str, Any]:
@@ -58,8 +75,33 @@ def integrity_checks(doc: dict[str, Any], suite: Suite, content: dict[str, Any] 
     out = [complete_check(doc), policy_check(doc, want["policy"]), suite_check(have, want)]
     out.append(model_check(have.get("model"), want["model"], scored, content))
     out += [variant_check(name, have, settings, scored, content) for name, settings in want["variants"].items()]
+    if "data" in want_content_keys(suite):
+        out.append(data_check(scored, content, custom_labels(suite)))
     out += [plausible_check(doc), duplicate_check(doc)]
     return out
+
+
+def custom_labels(suite: Suite) -> list[str]:
+    """Labels of datasets not pinned by a packaged TOML: [[datasets]] entries and TOMLs given by path."""
+    return [run_label(d) for d in suite.eval.datasets if is_path_ref(d.partition(":")[0])] + \
+        [d.run_label for d in suite.datasets]
+
+
+def want_content_keys(suite: Suite) -> set[str]:
+    return {"data"} if custom_labels(suite) else set()
+
+
+def data_check(scored: dict[str, Any], content: dict[str, Any] | None, labels: list[str]) -> Check:
+    """A custom dataset is not pinned: the text scored (its sha256) must be the text the suite names now."""
+    then = _table(scored, "data")
+    for label in labels:
+        if label not in then:
+            return _check("binding_data", "*", False, f"the results record no text sha256 for '{label}'")
+        now = (content or {}).get("data", {}).get(label, then[label])
+        if now != then[label]:
+            return _check("binding_data", "*", False, f"'{label}' now has text {str(now)[:40]}..., the results "
+                                                      f"scored {str(then[label])[:12]}...")
+    return _check("binding_data", "*", True, "")
 
 
 def complete_check(doc: dict[str, Any]) -> Check:
@@ -82,8 +124,8 @@ def policy_check(doc: dict[str, Any], want: dict[str, Any]) -> Check:
 
 def suite_check(have: dict[str, Any], want: dict[str, Any]) -> Check:
     """Same datasets, runners and variant names as the suite asks for (settings: variant_check)."""
-    diff = [f"{key} {have.get(key)} (suite: {want[key]})" for key in ("datasets", "runners")
-            if have.get(key) != want[key]]
+    diff = [f"{key} {have.get(key)} (suite: {want.get(key)})" for key in ("datasets", "runners", "documents",
+                                                                          "sources") if have.get(key) != want.get(key)]
     names, wanted = sorted(have.get("variants") or {}), sorted(want["variants"])
     if names != wanted:
         diff.append(f"variants {names} (suite: {wanted})")

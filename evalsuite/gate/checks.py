@@ -171,6 +171,10 @@ def _baseline_match(doc: dict[str, Any], baseline: dict[str, Any], run: dict[str
     match = next((b for b in baseline.get("runs", []) if all(b.get(k) == run[k] for k in key)), None)
     if match is None:
         return None, f"no entry in baseline {name} with this policy"
+    ours_data, theirs_data = (d.get("provenance", {}).get("data", {}).get(run["dataset"], {}) for d in (doc, baseline))
+    for k in ("text_sha256", "documents"):  # a custom text under a packaged label, or per-document vs one stream
+        if ours_data.get(k) != theirs_data.get(k):
+            return None, f"baseline {name} scored other data as '{run['dataset']}' ({k} differs)"
     if run["variant"] != "base":
         ours = doc.get("binding", {}).get("suite", {}).get("variants", {}).get(run["variant"])
         theirs = baseline.get("binding", {}).get("suite", {}).get("variants", {}).get(run["variant"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from evalsuite.config import Suite, run_label
+from evalsuite.config import Suite, dataset_labels
 from evalsuite.gate.binding import integrity_checks
 from evalsuite.gate.checks import Check, error_for, find_run, make_check, parity_checks, variant_checks
 
@@ -19,7 +19,7 @@ def compare(doc: dict[str, Any], suite: Suite, content: dict[str, Any] | None = 
     (see suite.content_identity), compared with the document's when gating a stored results file."""
     checks: list[Check] = integrity_checks(doc, suite, content)
     runners = suite.eval.runners
-    datasets = [run_label(d) for d in suite.eval.datasets]
+    datasets = dataset_labels(suite)
     base_runner = "ort" if "ort" in runners else "torch"
     for ds in datasets:
         checks += presence_checks(doc, suite, ds)

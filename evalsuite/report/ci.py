@@ -25,6 +25,7 @@ NAMES = {
     "binding_suite": "same suite",
     "binding_model": "same model",
     "binding_variant": "same variant",
+    "binding_data": "same custom data",
     "plausible_values": "plausible values",
     "unique_runs": "unique runs",
     "baseline_model": "baseline of this model",
@@ -34,6 +35,7 @@ PERCENT = {"rel_dppl", "parity_rel_dppl", "baseline_rel_regression", "baseline_r
            "same_top", "top1_drop"}
 # Yes/no checks (gate/binding.py, result_present): value 1 when satisfied, None when not.
 BOOLEAN = {"result_complete", "result_present", "binding_policy", "binding_suite", "binding_model", "binding_variant",
+           "binding_data",
            "plausible_values", "unique_runs", "baseline_model"}
 
 
