@@ -210,11 +210,12 @@ def write_gate_outputs(args: argparse.Namespace, doc: dict[str, Any], checks: li
     from evalsuite.cache import atomic_write_text
     from evalsuite.gate import results
     from evalsuite.report import ci
+    from evalsuite.report.junit import junit
 
     if args.json_out is not None:
         results.write(args.json_out, doc)
     if args.junit is not None:
-        atomic_write_text(args.junit, ci.junit(checks))
+        atomic_write_text(args.junit, junit(checks, doc))
     md = ci.markdown(doc, checks)
     if args.markdown is not None:
         atomic_write_text(args.markdown, md)
