@@ -77,6 +77,14 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference", type=Path,
                    help="print a stored or published results file beside this run "
                    "(e.g. baselines/phi3-mini-published.json)")
+    add_progress_args(p)
+
+
+def add_progress_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--progress", choices=["auto", "rich", "plain", "none"], default="auto",
+                   help="rich: bars; plain: a log line per stage start/end and a heartbeat at most every "
+                   "$EVALSUITE_PROGRESS_INTERVAL s (30); auto (default): rich on a terminal, plain otherwise")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress output (same as --progress none)")
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -120,7 +128,10 @@ def score(args: argparse.Namespace, suite: Any) -> dict[str, Any]:
 
     data_dir = corpora.resolve_data_dir(args.data_dir)
     reference = results.read(args.reference, "reference") if args.reference else None
-    evaluation = evaluate(suite, data_dir, terminal.RichProgress(terminal.console(stderr=True)), resume=not args.fresh,
+    from evalsuite.report.progress import make_progress
+
+    mode = "none" if getattr(args, "quiet", False) else getattr(args, "progress", "auto")
+    evaluation = evaluate(suite, data_dir, make_progress(mode, args.command), resume=not args.fresh,
                           shard=args.shard)
     terminal.print_results(terminal.console(), evaluation.runs)
     for err in evaluation.errors:
