@@ -55,7 +55,14 @@ def preflight(plan: Plan) -> list[str]:
         raise UsageError("--plot needs matplotlib, which is not installed; pip install 'evalsuite[plot]' "
                          "or drop --plot")
     if plan.plot:
-        done.append("plot: matplotlib installed")
+        try:  # import it now (Agg backend): a broken install fails here, not after scoring
+            import matplotlib
+
+            matplotlib.use("Agg")
+        except Exception as err:
+            raise UsageError(f"--plot needs matplotlib, which fails to import ({type(err).__name__}: {err}); "
+                             "reinstall it with pip install 'evalsuite[plot]' or drop --plot") from None
+        done.append(f"plot: matplotlib {matplotlib.__version__}")
     for what, path in plan.inputs:
         doc = results.read(path, what)
         done.append(f"{what}: {path} ({len(doc['runs'])} runs)")

@@ -126,11 +126,22 @@ def make_progress(mode: str, prefix: str = "eval") -> Any:
     """rich bars on a terminal (auto), log lines without one, or nothing."""
     if mode not in MODES:
         raise UsageError(f"--progress must be one of {', '.join(MODES)}, got '{mode}'")
+    interval = heartbeat_interval()
+    rich = mode == "rich" or (mode == "auto" and sys.stderr.isatty())
+    third_party_bars(rich)
     if mode == "none":
         return NoProgress()
-    interval = heartbeat_interval()
-    if mode == "rich" or (mode == "auto" and sys.stderr.isatty()):
+    if rich:
         from evalsuite.report import terminal
 
         return terminal.RichProgress(terminal.console(stderr=True))
     return PlainProgress(prefix, interval=interval)
+
+
+def third_party_bars(on: bool) -> None:
+    """tqdm bars of libraries (hub downloads, the GGUF export) on a terminal; in a log they are one
+    endless carriage-return line, so there the stage heartbeats replace them. Set before the
+    libraries are imported; a value the user exported wins."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "0" if on else "1")
+    if not on:
+        os.environ.setdefault("TQDM_DISABLE", "1")
