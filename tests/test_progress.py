@@ -104,3 +104,16 @@ def test_log_file_shows_progress_during_the_build(tiny_llama_dir: Path, data_dir
                   "awq: int4 ONNX build", "score base/ort, awq · ptb"):
         assert re.search(rf"^\[eval\] {re.escape(label)}.*: start", text, re.M), text
         assert re.search(rf"^\[eval\] {re.escape(label)}.*: done in \d+ s", text, re.M), text
+
+
+@pytest.mark.parametrize(("on", "hub", "tqdm"), [(True, "0", None), (False, "1", "1")], ids=["terminal", "log"])
+def test_library_bars_follow_the_mode(on: bool, hub: str, tqdm: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    from evalsuite.report.progress import third_party_bars
+
+    for name in ("HF_HUB_DISABLE_PROGRESS_BARS", "TQDM_DISABLE"):
+        monkeypatch.delenv(name, raising=False)
+    third_party_bars(on)
+    assert (os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS"), os.environ.get("TQDM_DISABLE")) == (hub, tqdm)
+    monkeypatch.setenv("TQDM_DISABLE", "0")  # what the user exported wins
+    third_party_bars(False)
+    assert os.environ["TQDM_DISABLE"] == "0"
