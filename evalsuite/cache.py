@@ -81,6 +81,14 @@ def package_versions(names: tuple[str, ...]) -> dict[str, str | None]:
     return out
 
 
+def shared_mode(kind: int) -> int:
+    """The mode a plain open()/mkdir() would give (0o666 / 0o777 minus the umask): temp files and
+    folders are created 0600 / 0700, which a CI artifact step running as another user cannot read."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return kind & ~mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
@@ -88,6 +96,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
+            os.fchmod(fh.fileno(), shared_mode(0o666))
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -110,6 +119,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     """Yield a temp dir beside `final`; on success rename it to `final`, on error remove it."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.{os.getpid()}.", suffix=".tmp"))
+    tmp.chmod(shared_mode(0o777))
     try:
         yield tmp
         if final.exists():  # another process won the race; keep its copy

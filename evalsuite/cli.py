@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     gate = sub.add_parser("gate", help="score, then check every threshold; exit 1 when any fails", epilog=EXIT_HELP)
     add_run_args(gate)
     add_gate_args(gate)
+    val = sub.add_parser("validate", help="check a suite and its inputs in seconds, without scoring; exit 0 or 2")
+    add_run_args(val)
+    val.add_argument("--baseline", type=Path, help="also check this baseline file (default: the suite's)")
+    val.add_argument("--no-baseline", action="store_true", help="do not check the suite's baseline file")
     bn = sub.add_parser("bench", help="measure tokens/s, peak RSS and overhead over bare ONNX Runtime")
     bn.add_argument("--config", type=Path, help="suite TOML whose model and variants are measured")
     bn.add_argument("--data-dir", help="local corpora folder (else $EVALSUITE_DATA_DIR, else the hub)")
@@ -63,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_args(upd)
     upd.add_argument("--results", type=Path, help="results JSON to store (default: run the suite now)")
     upd.add_argument("--out", type=Path, required=True, help="baseline file to write, e.g. baselines/x.json")
-    return parser
+    from evalsuite.report.help_text import decorate
+
+    return decorate(parser)
 
 
 def add_cache_parser(sub: Any) -> None:
@@ -118,6 +124,14 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference", type=Path,
                    help="print a stored or published results file beside this run "
                    "(e.g. baselines/phi3-mini-published.json)")
+    add_progress_args(p)
+
+
+def add_progress_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--progress", choices=["auto", "rich", "plain", "none"], default="auto",
+                   help="rich: bars; plain: a log line per stage start/end and a heartbeat at most every "
+                   "$EVALSUITE_PROGRESS_INTERVAL s (30); auto (default): rich on a terminal, plain otherwise")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress output (same as --progress none)")
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -165,6 +179,12 @@ def suite_from_args(args: argparse.Namespace) -> Any:
         out = anchor_paths(out, (args.config or DEFAULT_SUITE).resolve().parent)
     except ValueError as err:
         raise UsageError(f"{err}; change the command-line options or the suite") from None
+    if getattr(args, "shard", None) is not None:
+        from evalsuite.suite import per_document
+
+        if any(per_document(out)):
+            raise UsageError("--shard with per-document scoring is not supported (merge re-plans one stream); "
+                             "score per-document datasets without --shard")
     return out
 
 
@@ -179,18 +199,22 @@ def score(args: argparse.Namespace, suite: Any) -> dict[str, Any]:
 
     check_cache_root()
     data_dir = corpora.resolve_data_dir(args.data_dir)
-    reference = results.read(args.reference, "reference") if args.reference else None
+    reference = results.read(reference_path(args), "reference") if args.reference else None
+    from evalsuite.report.progress import make_progress
+
+    mode = "none" if getattr(args, "quiet", False) else getattr(args, "progress", "auto")
     with fresh_builds(args.fresh):  # --fresh: rebuild every cache entry and ignore the journal
-        evaluation = evaluate(suite, data_dir, terminal.RichProgress(terminal.console(stderr=True)),
-                              resume=not args.fresh, shard=args.shard)
+        evaluation = evaluate(suite, data_dir, make_progress(mode, args.command), resume=not args.fresh,
+                              shard=args.shard)
     terminal.print_results(terminal.console(), evaluation.runs)
     for err in evaluation.errors:
         print(f"evalsuite: {err['variant']}/{err['runner']}: {err['message']}", file=sys.stderr)
     doc = to_document(evaluation)
     if getattr(args, "plot", None) is not None:
         from evalsuite.report.plots import write_plots
+        from evalsuite.report.summary_plot import write_summary_plot
 
-        doc["plots"] = [str(p) for p in write_plots(evaluation, args.plot)]
+        doc["plots"] = [str(p) for p in [*write_plots(evaluation, args.plot), *write_summary_plot(doc, args.plot)]]
     if reference is not None:
         terminal.console().print(terminal.reference_table(reference, doc))
     return doc
@@ -203,6 +227,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for out in (args.json_out,):
         if out is not None:
             check_writable(out)
+    run_preflight(args, suite)
     doc = score(args, suite)
     if args.json_out is not None:
         results.write(args.json_out, doc)
@@ -228,6 +253,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
         check_writable(Path(os.environ["GITHUB_STEP_SUMMARY"]), "$GITHUB_STEP_SUMMARY")
     baseline_path = args.baseline or (resolve_baseline(suite.baseline.file, args.config)
                                       if suite.baseline.file and not args.no_baseline else None)
+    run_preflight(args, suite, baseline_path)
     baseline = results.read(baseline_path, "baseline") if baseline_path else None
     if args.results:  # a stored document: bind it to the content the suite names now
         from evalsuite.data import corpora
@@ -235,6 +261,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
         doc = results.read(args.results, "results")
         checks = compare(doc, suite, content_identity(suite, corpora.resolve_data_dir(args.data_dir)))
+        doc = {**doc, "plots": stored_plots(args, doc)}
     else:
         doc = score(args, suite)
         checks = compare(doc, suite)
@@ -249,9 +276,65 @@ def cmd_gate(args: argparse.Namespace) -> int:
     if doc.get("variants"):
         console.print(terminal.quality_table(doc, checks))
     console.print(terminal.checks_table(checks))
+    if args.results and args.reference:  # a scoring run prints it beside its own table
+        console.print(terminal.reference_table(results.read(reference_path(args), "reference"), doc))
     console.print(("[bold green]" if doc["passed"] else "[bold red]") + ci.verdict_line(checks))
     write_gate_outputs(args, doc, checks)
     return 0 if doc["passed"] else 1
+
+
+def reference_path(args: argparse.Namespace) -> Path:
+    """--reference as given, else from the installed package or project (baselines/...)."""
+    from evalsuite.preflight import find_packaged
+
+    return find_packaged(args.reference, *([args.config.resolve().parent] if args.config else []))
+
+
+def run_preflight(args: argparse.Namespace, suite: Any, baseline: Path | None = None) -> list[str]:
+    """The checks every command runs before any model work (and all that `validate` does)."""
+    from evalsuite.data import corpora
+    from evalsuite.preflight import Plan, preflight
+
+    stored = getattr(args, "results", None)
+    inputs = [("results", stored)] if stored else []
+    if getattr(args, "reference", None):
+        inputs.append(("reference", reference_path(args)))
+    data_dir = None if stored else corpora.resolve_data_dir(args.data_dir)
+    if getattr(args, "progress", None) is not None:
+        from evalsuite.report.progress import heartbeat_interval
+
+        heartbeat_interval()  # a bad EVALSUITE_PROGRESS_INTERVAL fails here, not after the first stage
+    return preflight(Plan(suite, data_dir, scoring=not stored, baseline=baseline, inputs=tuple(inputs),
+                          plot=getattr(args, "plot", None) is not None))
+
+
+def stored_plots(args: argparse.Namespace, doc: dict[str, Any]) -> list[str]:
+    """gate --results --plot: the plot a results document allows (per-token plots need scoring)."""
+    if args.plot is None:
+        return list(doc.get("plots") or [])
+    from evalsuite.report.summary_plot import write_summary_plot
+
+    written = [str(p) for p in write_summary_plot(doc, args.plot)]
+    if not written:
+        print(f"evalsuite: note: {args.results} has no variant runs to plot; no plot written to {args.plot}",
+              file=sys.stderr)
+    return written
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    import time
+
+    start = time.perf_counter()
+    suite = suite_from_args(args)
+    baseline = args.baseline or (resolve_baseline(suite.baseline.file, args.config)
+                                 if suite.baseline.file and not args.no_baseline else None)
+    for out in (args.json_out,):
+        if out is not None:
+            check_writable(out)
+    for line in run_preflight(args, suite, baseline):
+        print(f"ok  {line}")
+    print(f"suite {args.config or 'default'} is valid ({time.perf_counter() - start:.1f} s); nothing was scored")
+    return 0
 
 
 def resolve_baseline(name: str, config: Path | None) -> Path:
@@ -274,11 +357,12 @@ def write_gate_outputs(args: argparse.Namespace, doc: dict[str, Any], checks: li
     from evalsuite.cache import atomic_write_text
     from evalsuite.gate import results
     from evalsuite.report import ci
+    from evalsuite.report.junit import junit
 
     if args.json_out is not None:
         results.write(args.json_out, doc)
     if args.junit is not None:
-        atomic_write_text(args.junit, ci.junit(checks))
+        atomic_write_text(args.junit, junit(checks, doc))
     md = ci.markdown(doc, checks)
     if args.markdown is not None:
         atomic_write_text(args.markdown, md)
@@ -343,7 +427,9 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     from evalsuite.gate import results
 
     check_writable(args.out)
-    doc = results.read(args.results, "results") if args.results else score(args, suite_from_args(args))
+    suite = suite_from_args(args)
+    run_preflight(args, suite)
+    doc = results.read(args.results, "results") if args.results else score(args, suite)
     if doc.get("shard") or doc.get("complete") is not True or doc.get("errors"):
         raise UsageError("the results are a shard, incomplete or have scoring errors; a baseline must come from "
                          "a complete run (merge the shards first)")
@@ -403,7 +489,7 @@ def check_folder(path: Path, what: str) -> None:
 
 
 COMMANDS = {"eval": cmd_eval, "gate": cmd_gate, "baseline": cmd_baseline, "merge": cmd_merge, "bench": cmd_bench,
-            "cache": cmd_cache}
+            "cache": cmd_cache, "validate": cmd_validate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,4 +12,5 @@ def quiet_transformers() -> None:
     from transformers.utils import logging
 
     logging.set_verbosity_error()
-    logging.disable_progress_bar()
+    if os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS") != "0":  # "0": rich progress on a terminal wants them
+        logging.disable_progress_bar()

@@ -26,18 +26,21 @@ from evalsuite.scoring.journal import Journal, journal_path
 from evalsuite.scoring.lanes import Lane, Runner, RunResult, new_lane, score_lanes, summarize
 from evalsuite.scoring.metrics import paired_metrics, solo_metrics, unit_metrics
 from evalsuite.scoring.tokenstats import SOLO
+from evalsuite.stages import stage
 
 PACKAGES = ("evalsuite", "torch", "transformers", "onnxruntime", "onnxruntime-genai", "numpy", "tokenizers")
 
 
 class Progress(Protocol):
-    def start(self, label: str, total: int) -> None: ...
+    """Stages of the run (stages.stage): total 0 when no count is known (e.g. an ONNX build)."""
+
+    def start(self, label: str, total: int, unit: str = "tok") -> None: ...
     def advance(self, n: int) -> None: ...
     def stop(self) -> None: ...
 
 
 class NullProgress:
-    def start(self, label: str, total: int) -> None:
+    def start(self, label: str, total: int, unit: str = "tok") -> None:
         pass
 
     def advance(self, n: int) -> None:
@@ -168,9 +171,11 @@ def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = No
         raise UsageError("--shard with per-document scoring is not supported (merge re-plans one stream); "
                          "score per-document datasets without --shard")
     texts = load_texts(suite, data_dir)
-    source = model_source.resolve(suite.model.source, suite.model.trust_remote_code)
+    with stage(progress, f"model {suite.model.source}: resolve (GGUF export / download when not cached)"):
+        source = model_source.resolve(suite.model.source, suite.model.trust_remote_code)
     check_positions(suite, source.path)
-    streams = load_streams(suite, source, texts)
+    with stage(progress, "tokenize datasets"):
+        streams = load_streams(suite, source, texts)
     check_shard(streams, shard)
     out = Evaluation(suite, provenance=provenance(source, streams), resume=resume, shard=shard)
     custom = set(custom_labels(suite))  # not pinned by a packaged TOML: bound by the text's sha256
@@ -179,16 +184,20 @@ def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = No
     ev = suite.eval
     reference = None
     if "torch" in ev.runners:
-        reference = _guarded(out, "base", "torch", lambda: _checked(_torch_runner(suite, source), streams))
+        with stage(progress, "torch reference: load model"):
+            reference = _guarded(out, "base", "torch", lambda: _checked(_torch_runner(suite, source), streams))
         if reference is not None:
             _score_group(out, [("base", reference)], streams, progress)
     if "ort" in ev.runners:
-        ort = _guarded(out, "base", "ort",
-                       lambda: _checked(_ort_runner(suite, build_base_onnx(suite, source)), streams))
+        with stage(progress, "ORT base: fp32 ONNX build (cached after the first run) and load"):
+            ort = _guarded(out, "base", "ort",
+                           lambda: _checked(_ort_runner(suite, build_base_onnx(suite, source)), streams))
         if ort is not None:
             out.identities["base_onnx"] = ort.identity["model"] if ort.identity else None
         if reference is not None and ort is not None and (shard is None or shard[0] == 0):
-            out.parity = [parity_stats(reference, ort, s, suite.parity.sample_windows) for s in streams]
+            with stage(progress, "ORT vs torch logit parity", len(streams), "datasets") as advance:
+                out.parity = [_advanced(parity_stats(reference, ort, s, suite.parity.sample_windows), advance)
+                              for s in streams]
         del reference
         if ort is None:  # nothing to compare the variants with: record them as not scored
             for variant in suite.variants:
@@ -198,11 +207,16 @@ def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = No
         group = [("base", ort)]
         for variant in suite.variants:
             runner = _guarded(out, variant.name, "ort",
-                              lambda v=variant: _checked(_variant_runner(suite, source, v, out), streams))
+                              lambda v=variant: _checked(_variant_runner(suite, source, v, out, progress), streams))
             if runner is not None:
                 group.append((variant.name, runner))
         _score_group(out, group, streams, progress)
     return out  # without the 'ort' runner no variant is scored: the gate then fails their checks
+
+
+def _advanced(item: Any, advance: Any) -> Any:
+    advance(1)
+    return item
 
 
 def _checked(runner: Runner, streams: list[Stream]) -> Runner:
@@ -296,10 +310,11 @@ def check_positions(suite: Suite, hf_dir: Path) -> None:
                              f"use --window {limit} or less")
 
 
-def _variant_runner(suite: Suite, source: model_source.ModelSource, variant: Any, out: Evaluation) -> Runner:
+def _variant_runner(suite: Suite, source: model_source.ModelSource, variant: Any, out: Evaluation,
+                    progress: Progress | None = None) -> Runner:
     from evalsuite.quant.variants import build_variant
 
-    info = build_variant(source, variant, suite, out.provenance)
+    info = build_variant(source, variant, suite, out.provenance, progress)
     runner = _ort_runner(suite, Path(info["path"]))
     info["identity"] = runner.identity["model"] if runner.identity else None
     out.variants[variant.name] = info
@@ -326,7 +341,7 @@ def _score_group(out: Evaluation, group: list[tuple[str, Runner]], streams: list
             for lane in lanes:
                 lane.journal = _journal(lane, lanes[0], stream)
         names = ", ".join(v if v != "base" else f"{v}/{r.name}" for v, r in group)
-        progress.start(f"{names} · {stream.label}", sum(stream.windows[i].n_targets for i in indices))
+        progress.start(f"score {names} · {stream.label}", sum(stream.windows[i].n_targets for i in indices), "tok")
         start = time.perf_counter()
         try:
             score_lanes(lanes, stream.tokens, stream.windows, indices, progress.advance, out.suite.eval.batch_size)

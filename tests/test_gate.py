@@ -146,7 +146,8 @@ def test_gate_exit_codes_and_reports(tmp_path: Path, kind: str, code: int, capsy
     junit = ET.parse(tmp_path / "j.xml").getroot()
     cases = junit.findall(".//testcase")
     assert len(cases) == len(out["checks"])
-    assert len(junit.findall(".//failure")) == sum(not c["passed"] for c in out["checks"])
+    assert len(junit.findall(".//failure")) + len(junit.findall(".//error")) == sum(
+        not c["passed"] for c in out["checks"])
     md = (tmp_path / "g.md").read_text()
     assert md.startswith("## evalsuite gate") and ("PASS" if code == 0 else "FAIL") in md
     assert summary.read_text() == md

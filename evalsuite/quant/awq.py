@@ -28,6 +28,7 @@ points, which the builder would emit as the zero-point MatMulNBits layout that f
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,9 +90,10 @@ def decoder_layers(model: Any) -> Any:
     return layers
 
 
-def search_awq(model: Any, calib_ids: Any, block_size: int, n_grid: int = 20) -> AwqPlan:
+def search_awq(model: Any, calib_ids: Any, block_size: int, n_grid: int = 20,
+               on_layer: Callable[[int], None] | None = None) -> AwqPlan:
     """Search scales and clips on calibration token ids [n_samples, seq_len] (int64). The model is
-    left unchanged. Deterministic: no sampling beyond fixed strides."""
+    left unchanged. Deterministic: no sampling beyond fixed strides. `on_layer(1)` after each layer."""
     import copy
 
     import torch
@@ -113,6 +115,8 @@ def search_awq(model: Any, calib_ids: Any, block_size: int, n_grid: int = 20) ->
             for name, inp in inputs.items():
                 plan.clips[name] = _search_clip(_module(work, name).weight, inp, block_size, n_grid)
             x = x_next
+            if on_layer is not None:
+                on_layer(1)
     return plan
 
 

@@ -21,6 +21,7 @@ from evalsuite.data import corpora
 from evalsuite.errors import DataError, ModelError
 from evalsuite.models.onnx_build import source_hash, versions
 from evalsuite.models.source import ModelSource
+from evalsuite.stages import stage
 
 N_GRID = 20
 
@@ -38,7 +39,8 @@ def calibration_ids(source: ModelSource, cal: Calibration, data_dir: Path | None
     return np.stack([tokens[s : s + cal.seq_len] for s in starts])
 
 
-def awq_folder(source: ModelSource, v: VariantCfg, suite: Suite, provenance: dict[str, Any]) -> Path:
+def awq_folder(source: ModelSource, v: VariantCfg, suite: Suite, provenance: dict[str, Any],
+               progress: Any = None) -> Path:
     data_dir = Path(provenance["data_dir"]) if provenance.get("data_dir") else None
     key = key_of({"source": source_hash(source.path), "calibration": vars(v.calibration),
                   "block": v.block_size, "grid": N_GRID, "v": versions(), "algo": 3})
@@ -47,11 +49,11 @@ def awq_folder(source: ModelSource, v: VariantCfg, suite: Suite, provenance: dic
         return out
     ids = calibration_ids(source, v.calibration, data_dir)
     with build_entry(out) as tmp:
-        _search_and_save(source, ids, v, tmp)
+        _search_and_save(source, ids, v, tmp, progress)
     return out
 
 
-def _search_and_save(source: ModelSource, ids: np.ndarray, v: VariantCfg, out: Path) -> None:
+def _search_and_save(source: ModelSource, ids: np.ndarray, v: VariantCfg, out: Path, progress: Any = None) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -63,7 +65,9 @@ def _search_and_save(source: ModelSource, ids: np.ndarray, v: VariantCfg, out: P
         raise ModelError(f"calibration token id {int(ids.max())} is outside the model's {vocab}-row embedding; "
                          "the model and tokenizer do not belong together")
     start = time.perf_counter()
-    plan = search_awq(model, torch.from_numpy(ids), v.block_size, N_GRID)
+    layers = int(getattr(model.config, "num_hidden_layers", 0) or 0)
+    with stage(progress, f"{v.name}: AWQ search", layers, "layers") as advance:
+        plan = search_awq(model, torch.from_numpy(ids), v.block_size, N_GRID, on_layer=advance)
     seconds = time.perf_counter() - start
     apply_awq(model, plan)
     model.save_pretrained(out, safe_serialization=True)

@@ -18,6 +18,7 @@ from evalsuite.config import Suite, VariantCfg
 from evalsuite.models.onnx_build import build_onnx, execution_target, source_hash
 from evalsuite.models.onnx_files import external_files, resolve_onnx
 from evalsuite.models.source import ModelSource
+from evalsuite.stages import stage
 
 
 def builder_options(v: VariantCfg) -> dict[str, str]:
@@ -29,8 +30,10 @@ def builder_options(v: VariantCfg) -> dict[str, str]:
     return opts
 
 
-def build_variant(source: ModelSource, v: VariantCfg, suite: Suite, provenance: dict[str, Any]) -> dict[str, Any]:
-    """Build (or find) the variant's ONNX folder; return its build info (path, size, method...)."""
+def build_variant(source: ModelSource, v: VariantCfg, suite: Suite, provenance: dict[str, Any],
+                  progress: Any = None) -> dict[str, Any]:
+    """Build (or find) the variant's ONNX folder; return its build info (path, size, method...).
+    `progress` (suite.Progress, optional) sees the AWQ search per layer and the builder as stages."""
     if v.method == "onnx":
         assert v.path is not None
         # A file is scored as that file (never swapped for model.onnx beside it); a folder by its
@@ -38,13 +41,16 @@ def build_variant(source: ModelSource, v: VariantCfg, suite: Suite, provenance: 
         folder = resolve_onnx(Path(v.path))
         info: dict[str, Any] = {"method": "onnx", "given": v.path}
     elif v.method == "rtn":
-        folder = build_onnx(source.path, "int4", builder_options(v), execution=execution_target(suite.eval.provider))
+        with stage(progress, f"{v.name}: int4 ONNX build (cached after the first run)"):
+            folder = build_onnx(source.path, "int4", builder_options(v),
+                                execution=execution_target(suite.eval.provider))
         info = {"method": "rtn", "options": builder_options(v)}
     else:
         from evalsuite.quant.awq_build import awq_folder
 
-        hf = awq_folder(source, v, suite, provenance)
-        folder = build_onnx(hf, "int4", builder_options(v), execution=execution_target(suite.eval.provider))
+        hf = awq_folder(source, v, suite, provenance, progress)
+        with stage(progress, f"{v.name}: int4 ONNX build (cached after the first run)"):
+            folder = build_onnx(hf, "int4", builder_options(v), execution=execution_target(suite.eval.provider))
         info = {"method": "awq", "options": builder_options(v), "awq_hf_folder": str(hf),
                 "calibration": vars(v.calibration)}
     info |= {"path": str(folder), "size_mb": weights_mb(folder), "key": key_of([source_hash(source.path), info])}

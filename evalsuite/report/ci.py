@@ -1,8 +1,7 @@
-"""Gate reports as text: Markdown summary and JUnit XML (one testcase per check). No rich here."""
+"""Gate reports as text: the Markdown summary (JUnit XML: junit.py). No rich here."""
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -106,39 +105,52 @@ QUALITY_COLUMNS = ("variant", "dataset", "base PPL", "variant PPL", "ΔPPL", "Δ
                    "size MB", "result")
 
 
+MD_SPECIAL = "\\`*_[]<>|~&"  # what can start markup inside a cell
+
+
+def md_cell(value: object) -> str:
+    """Text safe inside a Markdown table cell: Markdown punctuation (`|` above all) backslash-escaped,
+    line breaks as <br>, so a cell never splits a row or turns into markup."""
+    text = str(value)
+    text = "".join(f"\\{ch}" if ch in MD_SPECIAL else ch for ch in text)
+    return "<br>".join(part.strip() for part in text.splitlines()) if "\n" in text or "\r" in text else text
+
+
+def md_row(cells: list[object]) -> str:
+    return "| " + " | ".join(md_cell(c) for c in cells) + " |"
+
+
+def speed_cell(run: dict[str, Any]) -> str:
+    """tok/s as the terminal shows it: "cached" when every scored token came from the journal."""
+    if run.get("reused_tokens", 0) >= run.get("tokens_scored", 0) > 0:
+        return "cached"
+    return f"{run.get('tokens_per_s', 0.0):.0f}"
+
+
+def policy_line(pol: dict[str, Any]) -> str:
+    bos = "BOS unknown" if "bos" not in pol else "BOS token prepended" if pol["bos"] else "no BOS token"
+    max_tokens = pol.get("max_tokens")
+    return (f"Window {pol.get('window')}, stride {pol.get('stride')}, {bos}, "
+            + ("all tokens." if max_tokens is None else f"first {max_tokens} tokens."))
+
+
 def markdown(doc: dict[str, Any], checks: list[Check]) -> str:
-    lines = ["## evalsuite gate", "", f"**{verdict_line(checks)}**", "",
+    lines = ["## evalsuite gate", "", f"**{md_cell(verdict_line(checks))}**", "",
              "| model | dataset | variant | runner | PPL | tokens | tok/s |", "|---|---|---|---|---:|---:|---:|"]
     for r in doc.get("runs", []):
-        lines.append(f"| {r['model']} | {r['dataset']} | {r['variant']} | {r['runner']} | {r['ppl']:.4f} | "
-                     f"{r['tokens_scored']} | {r['tokens_per_s']:.0f} |")
+        lines.append(md_row([r["model"], r["dataset"], r["variant"], r["runner"], f"{r['ppl']:.4f}",
+                             r["tokens_scored"], speed_cell(r)]))
     rows = quality_rows(doc, checks)
     if rows:
-        lines += ["", "| " + " | ".join(QUALITY_COLUMNS) + " |", "|---|---|" + "---:|" * 7 + "---|"]
-        lines += ["| " + " | ".join(quality_cells(r)) + " |" for r in rows]
-    lines += ["", "| check | variant | dataset | value | threshold | result |", "|---|---|---|---:|---:|---|"]
+        lines += ["", md_row(list(QUALITY_COLUMNS)), "|---|---|" + "---:|" * 7 + "---|"]
+        lines += [md_row(list(quality_cells(r))) for r in rows]
+    lines += ["", "| check | variant | dataset | value | threshold | margin | result | detail |",
+              "|---|---|---|---:|---:|---:|---|---|"]
     for c in checks:
-        result = "PASS" if c.passed else f"**FAIL**{' — ' + c.detail if c.detail else ''}"
-        lines.append(f"| {NAMES.get(c.name, c.name)} | {c.variant} | {c.dataset} | {fmt(c.name, c.value)} | "
-                     f"{bound(c)} | {result} |")
+        margin = "—" if c.margin is None or c.name in BOOLEAN else fmt(c.name, c.margin)
+        lines.append(md_row([NAMES.get(c.name, c.name), c.variant, c.dataset, fmt(c.name, c.value), bound(c),
+                             margin, "PASS" if c.passed else "FAIL", c.detail or ""]))
     for plot in doc.get("plots", []):
-        lines += ["", f"![{Path(plot).stem}]({plot})"]
-    pol = doc.get("policy", {})
-    lines += ["", f"Window {pol.get('window')}, stride {pol.get('stride')}, BOS {pol.get('bos')}, "
-                  f"max tokens {pol.get('max_tokens')}."]
+        lines += ["", f"![{md_cell(Path(plot).stem)}]({Path(plot).as_posix().replace(' ', '%20')})"]
+    lines += ["", md_cell(policy_line(doc.get("policy", {})))]
     return "\n".join(lines) + "\n"
-
-
-def junit(checks: list[Check]) -> str:
-    failures = sum(not c.passed for c in checks)
-    suite = ET.Element("testsuite", name="evalsuite.gate", tests=str(len(checks)), failures=str(failures),
-                       errors="0", skipped="0")
-    for c in checks:
-        case = ET.SubElement(suite, "testcase", classname=f"evalsuite.{c.variant}.{c.dataset}", name=c.name)
-        if not c.passed:
-            msg = f"{NAMES.get(c.name, c.name)} = {fmt(c.name, c.value)}, threshold {bound(c)}"
-            fail = ET.SubElement(case, "failure", message=msg, type="threshold")
-            fail.text = c.detail or msg
-    root = ET.Element("testsuites", tests=str(len(checks)), failures=str(failures))
-    root.append(suite)
-    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"

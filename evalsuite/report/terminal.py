@@ -27,27 +27,28 @@ def console(stderr: bool = False) -> Console:
 
 
 class RichProgress:
-    """suite.Progress backed by a rich progress bar (tokens, tokens/s, ETA)."""
+    """suite.Progress backed by a rich progress bar (done/total, rate, ETA; a pulsing bar without a total)."""
 
     def __init__(self, console: Console) -> None:
         self.bar = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]} tok/s"), TimeElapsedColumn(), TimeRemainingColumn(),
+            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
             console=console, transient=True,
         )
         self.task: TaskID | None = None
-        self.done = 0
+        self.done, self.unit = 0, "tok"
 
-    def start(self, label: str, total: int) -> None:
+    def start(self, label: str, total: int, unit: str = "tok") -> None:
+        self.stop()
         self.bar.start()
-        self.done = 0
-        self.task = self.bar.add_task(label, total=total, rate="-")
+        self.done, self.unit = 0, unit
+        self.task = self.bar.add_task(label, total=total or None, rate="")  # no total: a pulsing bar
 
     def advance(self, n: int) -> None:
         assert self.task is not None
         self.done += n
         task = self.bar.tasks[-1]
-        rate = f"{self.done / task.elapsed:.0f}" if task.elapsed else "-"
+        rate = f"{self.done / task.elapsed:.3g} {self.unit}/s" if task.elapsed else ""
         self.bar.update(self.task, advance=n, rate=rate)
 
     def stop(self) -> None:

@@ -1,0 +1,151 @@
+"""Checks every command runs before any model work, and `evalsuite validate` runs alone.
+
+Each check is cheap (file existence, magic bytes, a TOML or JSON read, a dataset file's sha256,
+the execution providers ONNX Runtime offers): seconds, never an export, build or scoring pass.
+The first problem raises its one-line error (exit 2); `preflight` returns what it checked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from evalsuite.config import Suite
+from evalsuite.data import corpora
+from evalsuite.data.windows import check_policy
+from evalsuite.errors import ModelError, UsageError
+from evalsuite.gate import results
+from evalsuite.models import source as model_source
+
+PACKAGE = Path(__file__).resolve().parent
+GGUF_MAGIC = b"GGUF"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a command is about to do; the parts it does not need are left unset."""
+
+    suite: Suite
+    data_dir: Path | None = None
+    scoring: bool = True  # False for gate/baseline --results: no data or model is read
+    baseline: Path | None = None
+    inputs: tuple[tuple[str, Path], ...] = ()  # ("results" | "reference", path)
+    plot: bool = False
+    done: list[str] = field(default_factory=list)
+
+
+def find_packaged(name: str | Path, *folders: Path) -> Path:
+    """A data file the user names relatively (e.g. baselines/phi3-mini-published.json): the working
+    directory, the given folders, then the installed package and the project root. Absolute: as is."""
+    path = Path(name).expanduser()
+    if path.is_absolute():
+        return path
+    candidates = [Path.cwd() / path, *(f / path for f in folders), PACKAGE / path, PACKAGE.parent / path]
+    return next((c for c in candidates if c.is_file()), Path.cwd() / path)
+
+
+def preflight(plan: Plan) -> list[str]:
+    """Run every check for `plan`; raise the first problem; return one line per check passed."""
+    suite, done = plan.suite, plan.done
+    done.append(f"suite: {len(suite.variants)} variant(s), runners {', '.join(suite.eval.runners)}, "
+                f"datasets {', '.join(suite.eval.datasets)}")
+    if plan.plot and importlib.util.find_spec("matplotlib") is None:
+        raise UsageError("--plot needs matplotlib, which is not installed; pip install 'evalsuite[plot]' "
+                         "or drop --plot")
+    if plan.plot:
+        try:  # import it now (Agg backend): a broken install fails here, not after scoring
+            import matplotlib
+
+            matplotlib.use("Agg")
+        except Exception as err:
+            raise UsageError(f"--plot needs matplotlib, which fails to import ({type(err).__name__}: {err}); "
+                             "reinstall it with pip install 'evalsuite[plot]' or drop --plot") from None
+        done.append(f"plot: matplotlib {matplotlib.__version__}")
+    for what, path in plan.inputs:
+        doc = results.read(path, what)
+        done.append(f"{what}: {path} ({len(doc['runs'])} runs)")
+    if plan.baseline is not None:
+        doc = results.read(plan.baseline, "baseline")
+        done.append(f"baseline: {plan.baseline} ({len(doc['runs'])} runs)")
+    if plan.scoring:
+        check_policy(suite.eval.window, suite.eval.stride)
+        done.append(f"window {suite.eval.window}, stride {suite.eval.stride}")
+        check_data(plan)
+        check_model(suite, done)
+        check_provider(suite, done)
+    return done
+
+
+def check_data(plan: Plan) -> None:
+    """Every evaluation text (packaged names, dataset TOML paths, [[datasets]] / --text entries) and
+    every AWQ calibration split loads, with its sha256 checked where one is pinned."""
+    from evalsuite.config import is_path_ref
+    from evalsuite.suite import custom_text, load_texts
+
+    suite = plan.suite
+    if plan.data_dir is not None:
+        for text in load_texts(suite, plan.data_dir):
+            pinned = "sha256 ok" if text.meta.get("file_sha256") else f"sha256 {text.sha256[:12]}... recorded"
+            plan.done.append(f"dataset {text.label}: {text.source}, {len(text.text):,} characters, {pinned}")
+    else:
+        for ref in suite.eval.datasets:
+            if is_path_ref(ref.partition(":")[0]):
+                load_texts(dataclasses.replace(suite, eval=dataclasses.replace(suite.eval, datasets=(ref,)),
+                                               datasets=()), None)
+            else:
+                corpora.parse_ref(ref)
+            plan.done.append(f"dataset {ref}: from the hub (not reachable offline: set --data-dir)")
+        for cfg in suite.datasets:
+            text = custom_text(cfg)
+            plan.done.append(f"dataset {text.label}: {text.source}, {len(text.text):,} characters")
+    for ref in dict.fromkeys(v.calibration.dataset for v in suite.variants if v.method == "awq"):
+        if plan.data_dir is None:
+            corpora.parse_ref(ref)
+        else:
+            corpora.load_text(ref, plan.data_dir)
+        plan.done.append(f"calibration {ref}: ok")
+
+
+def check_model(suite: Suite, done: list[str]) -> None:
+    """The model source exists and is the kind it claims; given ONNX folders resolve; windows fit."""
+    from evalsuite.models.onnx_files import resolve_onnx
+    from evalsuite.suite import check_positions
+
+    src = suite.model.source
+    path = Path(src).expanduser()
+    if src == model_source.DEFAULT_MODEL or path.suffix == ".gguf":
+        gguf = model_source._smollm2_gguf() if src == model_source.DEFAULT_MODEL else path
+        if not gguf.is_file():
+            raise ModelError(f"GGUF file not found: {gguf}; check the path")
+        with open(gguf, "rb") as fh:
+            if fh.read(4) != GGUF_MAGIC:
+                raise ModelError(f"{gguf} is not a GGUF file (bad magic bytes); give a real .gguf file")
+        done.append(f"model {src}: GGUF {gguf} ({gguf.stat().st_size / 1e6:.0f} MB)")
+    elif path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{path} has no config.json; give a Hugging Face model folder")
+        if not any(path.glob("*.safetensors")):
+            raise ModelError(f"{path} has no *.safetensors weights; convert the weights to safetensors")
+        json.loads((path / "config.json").read_text())
+        check_positions(suite, path)
+        done.append(f"model {src}: Hugging Face folder, safetensors, window fits its positions")
+    elif path.exists() or src.startswith((".", "/", "~")) or src.count("/") != 1:
+        raise ModelError(f"model not found: {src}; give an HF folder, a .gguf file, a hub id "
+                         f"(org/name) or '{model_source.DEFAULT_MODEL}'")
+    else:
+        done.append(f"model {src}: hub id (downloaded on first use; not checked offline)")
+    for name, given in [("model onnx", suite.model.onnx),
+                        *((f"variant {v.name}", v.path) for v in suite.variants if v.method == "onnx")]:
+        if given:
+            done.append(f"{name}: {resolve_onnx(Path(given))}")
+
+
+def check_provider(suite: Suite, done: list[str]) -> None:
+    if "ort" not in suite.eval.runners:
+        return
+    from evalsuite.models.ort_runner import provider_name
+
+    done.append(f"provider {suite.eval.provider}: {provider_name(suite.eval.provider)} available")
