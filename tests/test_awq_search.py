@@ -133,3 +133,81 @@ def test_ragged_blocks(calib: object) -> None:
     apply_awq(model, plan)
     gate = model.model.layers[0].mlp.gate_proj.weight
     assert bool((gate.abs() <= plan.clips["model.layers.0.mlp.gate_proj"] + 1e-7).all())
+
+
+def ort_dequant_asym(weight: np.ndarray, block: int) -> np.ndarray:
+    """onnxruntime's quantizer with zero points (is_symmetric=False), dequantized (q - zp) * scale."""
+    from onnxruntime.capi._pybind_state import quantize_matmul_4bits
+
+    n, k = weight.shape
+    kb = -(-k // block)
+    packed = np.zeros((n, kb, block // 2), np.uint8)
+    zero = np.zeros((n, (kb + 1) // 2), np.uint8)
+    scales = np.zeros((n, kb), np.float32)
+    quantize_matmul_4bits(packed, np.ascontiguousarray(weight.T), scales, zero, block, n, k, False)
+    codes = np.stack([packed & 15, packed >> 4], -1).reshape(n, kb * block).astype(np.float32)
+    zp = np.stack([zero & 15, zero >> 4], -1).reshape(n, -1)[:, :kb].astype(np.float32)
+    deq = (codes - np.repeat(zp, block, axis=1)) * np.repeat(scales, block, axis=1)
+    return deq[:, :k]
+
+
+@pytest.mark.parametrize(("block", "width"), [(32, 512), (128, 512), (128, 576)],
+                         ids=["b32", "b128", "b128-ragged"])
+def test_asymmetric_fake_quant_equals_onnxruntime_quantizer(block: int, width: int) -> None:
+    import torch
+
+    w = np.random.default_rng(block + 1).normal(size=(96, width)).astype(np.float32)
+    w[0, :block] = 0.5  # constant positive block: lo clamps to 0
+    w[1, :block] = -0.25  # constant negative block: hi clamps to 0, zero point 15
+    w[2, :block] = 0.0  # all-zero block: scale 0
+    w[3, :block] = np.abs(w[3, :block]) + 3.0  # far from zero: the zero point saturates at 0
+    w[4, :block] = np.linspace(-1.0, 14.0, block) / 15.0  # codes on exact halves after the zero point
+    w[5] *= 1e-3  # tiny magnitudes
+    np.testing.assert_array_equal(fake_quant(torch.from_numpy(w), block, symmetric=False).numpy(),
+                                  ort_dequant_asym(w, block))
+
+
+def test_down_proj_input_equals_a_fresh_forward_with_outlier_channels(calib: object) -> None:
+    """The down_proj search input (captured once, before any fold) equals down_proj's input on a fresh
+    forward of the model with the q/k/v and gate/up scales folded in, also with 4 outlier channels (x20)
+    in the post-attention norm, as real LLMs have. The stale computation of earlier code (norm output
+    before the fold through the folded gate/up weights) is far off on the same model."""
+    import torch
+    from tiny import make_tiny_llama
+
+    from evalsuite.quant.awq import layer_inputs
+
+    def outliers() -> object:
+        m = make_tiny_llama()
+        with torch.no_grad():
+            m.model.layers[0].post_attention_layernorm.weight[[3, 17, 64, 100]] *= 20.0
+        return m
+
+    plan = search_awq(outliers(), calib, 32)
+    assert plan.steps[1].prev.endswith("post_attention_layernorm") and plan.steps[1].alpha > 0
+    model = outliers()
+    with torch.inference_mode():
+        x = model.model.embed_tokens(calib)
+        rope = model.model.rotary_emb(x[:1], torch.arange(calib.shape[1])[None])  # type: ignore[attr-defined]
+        used = layer_inputs(model.model.layers[0], x, rope)[0]["down_in"]
+    assert used.tokens == calib.numel()  # type: ignore[attr-defined]  # every calibration token
+    apply_awq(model, AwqPlan(32, plan.n_grid, plan.steps[:2], plan.scales[:2], {}))  # qkv + gate/up folds
+    mlp = model.model.layers[0].mlp
+    seen: list[torch.Tensor] = []
+    handle = mlp.down_proj.register_forward_pre_hook(lambda _m, a: seen.append(a[0].reshape(-1, a[0].shape[-1])))
+    with torch.inference_mode():
+        model(calib)
+        handle.remove()
+        fresh = seen[0].T @ seen[0]
+        h = model.model.layers[0].post_attention_layernorm
+        s = plan.scales[1]
+        layer = model.model.layers[0]
+        x1 = x + layer.self_attn(hidden_states=layer.input_layernorm(x), position_embeddings=rope,
+                                 attention_mask=None)[0]
+        stale_h2 = h(x1) * s  # the norm output *before* the fold (weight / s undone)
+        stale = mlp.act_fn(mlp.gate_proj(stale_h2)) * mlp.up_proj(stale_h2)
+        stale = stale.reshape(-1, stale.shape[-1])
+    rel = float((used.gram - fresh).norm() / fresh.norm())
+    assert rel < 1e-4  # fp32 re-association of a function-preserving fold only
+    stale_rel = float((stale.T @ stale - fresh).norm() / fresh.norm())
+    assert stale_rel > 0.05  # the old bug would fail the check above by orders of magnitude

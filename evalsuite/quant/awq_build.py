@@ -41,7 +41,7 @@ def calibration_ids(source: ModelSource, cal: Calibration, data_dir: Path | None
 def awq_folder(source: ModelSource, v: VariantCfg, suite: Suite, provenance: dict[str, Any]) -> Path:
     data_dir = Path(provenance["data_dir"]) if provenance.get("data_dir") else None
     key = key_of({"source": source_hash(source.path), "calibration": vars(v.calibration),
-                  "block": v.block_size, "grid": N_GRID, "v": versions(), "algo": 3})
+                  "block": v.block_size, "grid": N_GRID, "v": versions(), "algo": 4})
     out = cache_root() / "awq" / key
     if (out / "awq_info.json").is_file():
         return out
@@ -71,6 +71,7 @@ def _search_and_save(source: ModelSource, ids: np.ndarray, v: VariantCfg, out: P
     plan.save(out)
     gain = [s.loss_awq / s.loss_rtn for s in plan.steps if s.loss_rtn > 0]
     info = {"calibration": vars(v.calibration), "block_size": v.block_size, "n_grid": N_GRID,
-            "search_seconds": round(seconds, 1), "scale_groups": len(plan.steps),
+            "search_seconds": round(seconds, 1), "layer_seconds": plan.layer_seconds,
+            "scale_groups": len(plan.steps),
             "mean_loss_ratio_awq_over_rtn": float(np.mean(gain)) if gain else None}
     (out / "awq_info.json").write_text(json.dumps(info, indent=2))
