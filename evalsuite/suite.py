@@ -20,6 +20,7 @@ from evalsuite.errors import DataError, ModelError, ScoringError, UsageError
 from evalsuite.gate.binding import suite_binding
 from evalsuite.gate.results import SCHEMA_VERSION, WINDOW_POLICY
 from evalsuite.models import source as model_source
+from evalsuite.quant.support import check_variants
 from evalsuite.quiet import quiet_transformers
 from evalsuite.scoring.journal import Journal, journal_path
 from evalsuite.scoring.lanes import Lane, Runner, RunResult, new_lane, score_lanes, summarize
@@ -117,6 +118,7 @@ def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = No
     texts = load_texts(suite, data_dir)
     source = model_source.resolve(suite.model.source, suite.model.trust_remote_code)
     check_positions(suite, source.path)
+    check_variants(suite.variants, source.path)
     streams = load_streams(suite, source, texts)
     out = Evaluation(suite, provenance=provenance(source, streams), resume=resume, shard=shard)
     out.provenance["data_dir"] = str(data_dir) if data_dir else None

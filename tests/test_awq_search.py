@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evalsuite.quant.awq import AwqPlan, apply_awq, search_awq
+from evalsuite.quant.awq import AwqPlan, ScaleStep, apply_awq, search_awq
 from evalsuite.quant.grid import fake_quant
 
 
@@ -117,7 +117,7 @@ def test_non_llama_is_refused() -> None:
     class NotLlama:
         model = None
 
-    with pytest.raises(ModelError, match="Llama-architecture"):
+    with pytest.raises(ModelError, match="AWQ supports llama, mistral, qwen2 models, not 'None'"):
         search_awq(NotLlama(), None, 32)
 
 
@@ -211,3 +211,54 @@ def test_down_proj_input_equals_a_fresh_forward_with_outlier_channels(calib: obj
     assert rel < 1e-4  # fp32 re-association of a function-preserving fold only
     stale_rel = float((stale.T @ stale - fresh).norm() / fresh.norm())
     assert stale_rel > 0.05  # the old bug would fail the check above by orders of magnitude
+
+
+def tiny_family(kind: str) -> object:
+    """A tiny random model of another family, shaped like tiny.make_tiny_llama (GQA 4/2 heads)."""
+    import torch
+    import transformers
+
+    cls = {"mistral": "Mistral", "qwen2": "Qwen2", "gemma": "Gemma"}[kind]
+    torch.manual_seed(0)
+    config = getattr(transformers, f"{cls}Config")(
+        vocab_size=320, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=32, max_position_embeddings=512, tie_word_embeddings=False)
+    model = getattr(transformers, f"{cls}ForCausalLM")(config).eval()
+    with torch.no_grad():  # random norms are all-ones (Gemma: zeros, i.e. 1 + 0): make them uneven
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.add_(torch.rand(p.shape) * 2.0)
+    return model
+
+
+@pytest.mark.parametrize("kind", ["llama", "mistral", "qwen2"])
+def test_allow_listed_families_fold_exactly(kind: str, calib: object) -> None:
+    """Every allow-listed family: the searched scales fold without changing the fp32 logits (the check
+    awq_build runs before saving; tolerance 1e-4 here vs FOLD_TOLERANCE 1e-2 there)."""
+    from tiny import make_tiny_llama
+
+    from evalsuite.quant.awq import fold_error
+
+    model = make_tiny_llama() if kind == "llama" else tiny_family(kind)
+    plan = search_awq(model, calib, 32)
+    assert any(s.alpha > 0 for s in plan.steps)
+    assert fold_error(model, plan, calib, seqs=8) < 1e-4
+
+
+def test_gemma_is_refused_and_its_fold_is_not_exact(calib: object) -> None:
+    """Gemma's RMSNorm is x * (1 + w): dividing w by the scales is not dividing the output by them."""
+    import torch
+
+    from evalsuite.errors import ModelError
+    from evalsuite.quant.awq import FOLD_TOLERANCE, AwqPlan, fold_error
+
+    gemma = tiny_family("gemma")
+    with pytest.raises(ModelError, match="not 'gemma'"):
+        search_awq(gemma, calib, 32)
+    hidden = gemma.config.hidden_size  # type: ignore[attr-defined]
+    scale = torch.linspace(0.5, 2.0, hidden)
+    step = ScaleStep("model.layers.0.post_attention_layernorm", ("model.layers.0.mlp.gate_proj",
+                     "model.layers.0.mlp.up_proj"), 0.5, 0.0, 0.0)
+    plan = AwqPlan(32, 20, [step], [scale], {})
+    gemma.config.model_type = "llama"  # type: ignore[attr-defined]  # bypass the allow-list to measure
+    assert fold_error(gemma, plan, calib) > FOLD_TOLERANCE

@@ -42,7 +42,10 @@ from typing import Any
 
 from evalsuite.errors import ModelError
 from evalsuite.quant.grid import fake_quant, fake_quant_blocks, padded_blocks
+from evalsuite.quant.support import AWQ_ARCHITECTURES
 
+FOLD_TOLERANCE = 1e-2  # max |Δlogit| the scale fold may cause (measured: ~1e-4 on SmolLM2, Gemma 0.13)
+FOLD_CHECK_SEQS = 2  # calibration sequences the fold check runs the whole model on (2 x 2 full forwards)
 CHUNK_SEQS = 8  # calibration sequences per forward chunk (bounds activation memory; losses use all)
 CLIPPED = {"self_attn.v_proj": "attn_in", "self_attn.o_proj": "o_in", "mlp.gate_proj": "mlp_in",
            "mlp.up_proj": "mlp_in", "mlp.down_proj": "down_in"}  # clip-searched linears (all but q/k) -> input
@@ -93,6 +96,10 @@ class AwqPlan:
 
 
 def decoder_layers(model: Any) -> Any:
+    kind = getattr(getattr(model, "config", None), "model_type", None)
+    if kind not in AWQ_ARCHITECTURES:
+        raise ModelError(f"AWQ supports {', '.join(AWQ_ARCHITECTURES)} models, not '{kind}' (its scale fold would "
+                         "change the model); use method = 'rtn' or 'hqq'")
     inner = getattr(model, "model", None)
     layers = getattr(inner, "layers", None)
     if layers is None or not hasattr(layers[0], "self_attn") or not hasattr(layers[0].mlp, "gate_proj"):
@@ -147,6 +154,23 @@ def apply_awq(model: Any, plan: AwqPlan) -> None:
             _apply_scale(model, step, scale)
         for name, max_val in plan.clips.items():
             _apply_clip(_module(model, name).weight, max_val, plan.block_size)
+
+
+def fold_error(model: Any, plan: AwqPlan, calib_ids: Any, seqs: int = FOLD_CHECK_SEQS) -> float:
+    """max |Δlogit| between the model and a copy with the plan's scales folded in (no clipping), on the
+    first `seqs` calibration sequences: 0 up to fp32 re-association when the fold is exact."""
+    import copy
+
+    import torch
+
+    folded = copy.deepcopy(model)
+    apply_awq(folded, AwqPlan(plan.block_size, plan.n_grid, plan.steps, plan.scales, {}, plan.symmetric))
+    worst = 0.0
+    with torch.inference_mode():
+        for i in range(min(seqs, calib_ids.shape[0])):
+            a, b = model(calib_ids[i : i + 1]).logits, folded(calib_ids[i : i + 1]).logits
+            worst = max(worst, float((a - b).abs().max()))
+    return worst
 
 
 def _module(model: Any, name: str) -> Any:

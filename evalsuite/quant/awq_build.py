@@ -55,7 +55,7 @@ def _search_and_save(source: ModelSource, ids: np.ndarray, v: VariantCfg, out: P
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from evalsuite.quant.awq import apply_awq, search_awq
+    from evalsuite.quant.awq import FOLD_TOLERANCE, apply_awq, fold_error, search_awq
 
     model = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch.float32, use_safetensors=True).eval()
     vocab = model.get_input_embeddings().num_embeddings
@@ -65,13 +65,18 @@ def _search_and_save(source: ModelSource, ids: np.ndarray, v: VariantCfg, out: P
     start = time.perf_counter()
     plan = search_awq(model, torch.from_numpy(ids), v.block_size, N_GRID)
     seconds = time.perf_counter() - start
+    calib = torch.from_numpy(ids)
+    drift = fold_error(model, plan, calib)
+    if not drift <= FOLD_TOLERANCE:  # also NaN
+        raise ModelError(f"AWQ scale folding changed the fp32 model's logits by {drift:.3g} (> {FOLD_TOLERANCE}) on "
+                         "the calibration batch, so this model's norms are not plain RMSNorm; use method = 'rtn'")
     apply_awq(model, plan)
     model.save_pretrained(out, safe_serialization=True)
     AutoTokenizer.from_pretrained(source.path).save_pretrained(out)
     plan.save(out)
     gain = [s.loss_awq / s.loss_rtn for s in plan.steps if s.loss_rtn > 0]
     info = {"calibration": vars(v.calibration), "block_size": v.block_size, "n_grid": N_GRID,
-            "search_seconds": round(seconds, 1), "layer_seconds": plan.layer_seconds,
+            "search_seconds": round(seconds, 1), "fold_max_abs_dlogit": drift, "layer_seconds": plan.layer_seconds,
             "scale_groups": len(plan.steps),
             "mean_loss_ratio_awq_over_rtn": float(np.mean(gain)) if gain else None}
     (out / "awq_info.json").write_text(json.dumps(info, indent=2))
