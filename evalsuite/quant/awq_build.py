@@ -41,7 +41,7 @@ def calibration_ids(source: ModelSource, cal: Calibration, data_dir: Path | None
 def awq_folder(source: ModelSource, v: VariantCfg, suite: Suite, provenance: dict[str, Any]) -> Path:
     data_dir = Path(provenance["data_dir"]) if provenance.get("data_dir") else None
     key = key_of({"source": source_hash(source.path), "calibration": vars(v.calibration),
-                  "block": v.block_size, "grid": N_GRID, "v": versions(), "algo": 4})
+                  "block": v.block_size, "symmetric": v.symmetric, "grid": N_GRID, "v": versions(), "algo": 4})
     out = cache_root() / "awq" / key
     if (out / "awq_info.json").is_file():
         return out
@@ -63,7 +63,7 @@ def _search_and_save(source: ModelSource, ids: np.ndarray, v: VariantCfg, out: P
         raise ModelError(f"calibration token id {int(ids.max())} is outside the model's {vocab}-row embedding; "
                          "the model and tokenizer do not belong together")
     start = time.perf_counter()
-    plan = search_awq(model, torch.from_numpy(ids), v.block_size, N_GRID)
+    plan = search_awq(model, torch.from_numpy(ids), v.block_size, N_GRID, symmetric=v.symmetric)
     seconds = time.perf_counter() - start
     calib = torch.from_numpy(ids)
     drift = fold_error(model, plan, calib)
@@ -75,7 +75,8 @@ def _search_and_save(source: ModelSource, ids: np.ndarray, v: VariantCfg, out: P
     AutoTokenizer.from_pretrained(source.path).save_pretrained(out)
     plan.save(out)
     gain = [s.loss_awq / s.loss_rtn for s in plan.steps if s.loss_rtn > 0]
-    info = {"calibration": vars(v.calibration), "block_size": v.block_size, "n_grid": N_GRID,
+    info = {"calibration": vars(v.calibration), "block_size": v.block_size, "symmetric": v.symmetric,
+            "n_grid": N_GRID,
             "search_seconds": round(seconds, 1), "fold_max_abs_dlogit": drift, "layer_seconds": plan.layer_seconds,
             "scale_groups": len(plan.steps),
             "mean_loss_ratio_awq_over_rtn": float(np.mean(gain)) if gain else None}
