@@ -239,3 +239,17 @@ def test_tied_embedding_is_materialized_and_quantized() -> None:
     got = sess.run(None, {"ids": ids})[0]
     want = w.T[ids] @ w
     assert np.abs(got - want).max() < 0.2 * np.abs(want).max()  # int4 on both sides: coarse, not garbage
+
+
+def test_bench_reports_awq_search_seconds_per_layer(tmp_path: Path) -> None:
+    from evalsuite.bench import awq_search_timing, verdicts
+
+    (tmp_path / "awq_info.json").write_text(json.dumps({
+        "search_seconds": 12.0, "layer_seconds": [1.0, 2.0, 3.0],
+        "calibration": {"dataset": "wikitext2:validation", "samples": 16, "seq_len": 512, "seed": 0}}))
+    timing = awq_search_timing(tmp_path)
+    assert timing["seconds_per_layer"] == 2.0 and timing["layers"] == 3
+    b = {"cpu": {"model": "x", "cores": 2, "isa": []}, "overhead": {"ratio": 1.0}, "runners": [],
+         "rss_long": {}, "awq_search": [{"variant": "awq", **timing}]}
+    assert "AWQ search awq: 12 s, 3 layers, 2.00 s per layer (max 3.00), 16 x 512 calibration tokens" in \
+        "\n".join(verdicts(b))
