@@ -61,6 +61,8 @@ def quantize_onnx(fp32_dir: Path, v: VariantCfg, cache: Path | None = None) -> P
 
 
 def _quantize(model_file: Path, v: VariantCfg, out: Path) -> None:
+    import logging
+
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import (
         DefaultWeightOnlyQuantConfig,
@@ -68,6 +70,7 @@ def _quantize(model_file: Path, v: VariantCfg, out: Path) -> None:
         MatMulNBitsQuantizer,
     )
 
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)  # per-node INFO
     model = onnx.load(str(model_file))
     ops = ("MatMul", "Gather") if v.embedding == "quantize" else ("MatMul",)
     if v.embedding == "quantize":
