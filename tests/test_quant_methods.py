@@ -253,3 +253,17 @@ def test_bench_reports_awq_search_seconds_per_layer(tmp_path: Path) -> None:
          "rss_long": {}, "awq_search": [{"variant": "awq", **timing}]}
     assert "AWQ search awq: 12 s, 3 layers, 2.00 s per layer (max 3.00), 16 x 512 calibration tokens" in \
         "\n".join(verdicts(b))
+
+
+@pytest.mark.parametrize("method", ["rtn", "hqq"])
+def test_lm_head_exclude_is_honoured_by_the_quantizer(fp32_dir: Path, cache: Path, method: str) -> None:
+    import onnx
+
+    from evalsuite.config import VariantCfg
+    from evalsuite.quant.ort_quant import LM_HEAD, quantize_onnx
+
+    v = VariantCfg("x", method, symmetric=False, embedding="fp32", lm_head="exclude")  # type: ignore[arg-type]
+    graph = onnx.load(str(quantize_onnx(fp32_dir, v, cache=cache) / "model.onnx"), load_external_data=False).graph
+    ops = {n.name: n.op_type for n in graph.node}
+    assert ops[LM_HEAD] == "MatMul"
+    assert sum(op == "MatMulNBits" for op in ops.values()) >= 8  # the decoder's linears are still int4
