@@ -136,6 +136,16 @@ def eval_timing(args: list[str]) -> dict[str, float]:
 
 
 
+def awq_search_timing(folder: Path) -> dict[str, Any]:
+    """Search seconds (total, per decoder layer) recorded in an AWQ folder when it was searched."""
+    info = json.loads((folder / "awq_info.json").read_text())
+    layers = info.get("layer_seconds") or []
+    cal = info["calibration"]
+    return {"search_seconds": info["search_seconds"], "layers": len(layers),
+            "seconds_per_layer": sum(layers) / len(layers) if layers else None,
+            "max_layer_seconds": max(layers, default=None), "calibration": f"{cal['samples']} x {cal['seq_len']}"}
+
+
 def bench(suite: Any, data_dir: Path | None, max_tokens: int, timing_args: list[str] | None) -> dict[str, Any]:
     """All measurements as data (printing is the caller's)."""
     import dataclasses
@@ -154,8 +164,12 @@ def bench(suite: Any, data_dir: Path | None, max_tokens: int, timing_args: list[
     base_onnx = build_base_onnx(suite, source)
     targets: list[tuple[str, str, Path]] = [("torch reference", "torch", source.path), ("ORT base", "ort", base_onnx)]
     provenance: dict[str, Any] = {"data_dir": str(data_dir) if data_dir else None}
+    searches = []
     for v in suite.variants:
-        targets.append((f"ORT {v.name}", "ort", Path(build_variant(source, v, suite, provenance)["path"])))
+        info = build_variant(source, v, suite, provenance)
+        targets.append((f"ORT {v.name}", "ort", Path(info["path"])))
+        if info.get("awq_hf_folder"):
+            searches.append({"variant": v.name, **awq_search_timing(Path(info["awq_hf_folder"]))})
     rows = []
     for label, kind, path in targets:
         rows.append({"runner": label, **run_child(kind, path, tokens, ev.window, ev.stride, threads)})
@@ -175,7 +189,7 @@ def bench(suite: Any, data_dir: Path | None, max_tokens: int, timing_args: list[
         "overhead": overhead(base_onnx, tokens, ev.window, ev.stride, threads),
         "overhead_batched": overhead_batched(base_onnx, tokens, ev.window, ev.stride, threads, BATCHES[-1]),
         "logits_mb_per_window": ev.window * stream.tokenizer_vocab * 4 / 1e6,
-        "logits_mb_window_2048": 2048 * stream.tokenizer_vocab * 4 / 1e6,
+        "logits_mb_window_2048": 2048 * stream.tokenizer_vocab * 4 / 1e6, "awq_search": searches,
     }
     if timing_args is not None:
         out["eval_timing"] = eval_timing(timing_args)
@@ -211,6 +225,11 @@ def verdicts(b: dict[str, Any]) -> list[str]:
             rel = r["tokens_per_s"] / fp32
             lines.append(f"{r['runner']}: {r['tokens_per_s']:.0f} tok/s = {rel:.2f} x fp32 "
                          f"({'slower' if rel < 1 else 'faster'} than fp32 on this CPU)")
+    for a in b.get("awq_search", []):
+        per = f"{a['seconds_per_layer']:.2f} s per layer (max {a['max_layer_seconds']:.2f})" \
+            if a["seconds_per_layer"] is not None else "no per-layer record"
+        lines.append(f"AWQ search {a['variant']}: {a['search_seconds']:.0f} s, {a['layers']} layers, {per}, "
+                     f"{a['calibration']} calibration tokens (recorded when searched)")
     timing = b.get("eval_timing")
     if timing:
         lines.append(f"default gate: cold {timing['cold_seconds']:.0f} s (target {TARGET_COLD_S:.0f}, exit "

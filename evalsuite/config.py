@@ -134,19 +134,26 @@ class Calibration:
 @dataclass(frozen=True)
 class VariantCfg:
     name: str
-    method: Literal["rtn", "awq", "onnx"]  # onnx: an existing quantized ONNX folder given by `path`
+    method: Literal["rtn", "awq", "hqq", "onnx"]  # onnx: an existing quantized ONNX folder given by `path`
     path: str | None = None
     bits: Literal[4] = 4
     block_size: Literal[16, 32, 64, 128, 256] = 32
     accuracy_level: Literal[0, 1, 2, 3, 4] = 4
     lm_head: Literal["quantize", "exclude"] = "quantize"
     calibration: Calibration = field(default_factory=Calibration)
+    symmetric: bool = True  # int4 grid: symmetric (scale only) or with a zero point per block (RTN, AWQ)
+    embedding: Literal["quantize", "fp32"] = "quantize"  # the token embedding table: int4 or kept fp32
 
     def __post_init__(self) -> None:
         if not NAME.fullmatch(self.name):
             raise ValueError(f"variant name {self.name!r} may hold only letters, digits, '.', '_' and '-'")
         if (self.method == "onnx") != (self.path is not None):
             raise ValueError(f"variant '{self.name}': give `path` exactly when method = 'onnx'")
+        if self.method == "hqq" and self.symmetric:
+            raise ValueError(f"variant '{self.name}': HQQ quantizes with zero points; set symmetric = false")
+        if self.method == "hqq" and self.embedding == "quantize":
+            raise ValueError(f"variant '{self.name}': onnxruntime's HQQ cannot quantize the embedding "
+                             "(no float zero points in GatherBlockQuantized); set embedding = 'fp32'")
 
 
 @dataclass(frozen=True)

@@ -112,6 +112,7 @@ def check_data(plan: Plan) -> None:
 def check_model(suite: Suite, done: list[str]) -> None:
     """The model source exists and is the kind it claims; given ONNX folders resolve; windows fit."""
     from evalsuite.models.onnx_files import resolve_onnx
+    from evalsuite.quant.support import check_variants
     from evalsuite.suite import check_positions
 
     src = suite.model.source
@@ -131,6 +132,7 @@ def check_model(suite: Suite, done: list[str]) -> None:
             raise ModelError(f"{path} has no *.safetensors weights; convert the weights to safetensors")
         json.loads((path / "config.json").read_text())
         check_positions(suite, path)
+        check_variants(suite.variants, path)  # e.g. AWQ on an architecture it cannot fold
         done.append(f"model {src}: Hugging Face folder, safetensors, window fits its positions")
     elif path.exists() or src.startswith((".", "/", "~")) or src.count("/") != 1:
         raise ModelError(f"model not found: {src}; give an HF folder, a .gguf file, a hub id "

@@ -21,6 +21,7 @@ from evalsuite.errors import DataError, ModelError, ScoringError, UsageError
 from evalsuite.gate.binding import custom_labels, suite_binding
 from evalsuite.gate.results import SCHEMA_VERSION, WINDOW_POLICY
 from evalsuite.models import source as model_source
+from evalsuite.quant.support import check_variants
 from evalsuite.quiet import quiet_transformers
 from evalsuite.scoring.journal import Journal, journal_path
 from evalsuite.scoring.lanes import Lane, Runner, RunResult, new_lane, score_lanes, summarize
@@ -174,6 +175,7 @@ def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = No
     with stage(progress, f"model {suite.model.source}: resolve (GGUF export / download when not cached)"):
         source = model_source.resolve(suite.model.source, suite.model.trust_remote_code)
     check_positions(suite, source.path)
+    check_variants(suite.variants, source.path)
     with stage(progress, "tokenize datasets"):
         streams = load_streams(suite, source, texts)
     check_shard(streams, shard)

@@ -43,7 +43,7 @@ def awq_folder(source: ModelSource, v: VariantCfg, suite: Suite, provenance: dic
                progress: Any = None) -> Path:
     data_dir = Path(provenance["data_dir"]) if provenance.get("data_dir") else None
     key = key_of({"source": source_hash(source.path), "calibration": vars(v.calibration),
-                  "block": v.block_size, "grid": N_GRID, "v": versions(), "algo": 3})
+                  "block": v.block_size, "symmetric": v.symmetric, "grid": N_GRID, "v": versions(), "algo": 4})
     out = cache_root() / "awq" / key
     if reuse(out):
         return out
@@ -57,7 +57,7 @@ def _search_and_save(source: ModelSource, ids: np.ndarray, v: VariantCfg, out: P
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from evalsuite.quant.awq import apply_awq, search_awq
+    from evalsuite.quant.awq import FOLD_TOLERANCE, apply_awq, fold_error, search_awq
 
     model = AutoModelForCausalLM.from_pretrained(source.path, dtype=torch.float32, use_safetensors=True).eval()
     vocab = model.get_input_embeddings().num_embeddings
@@ -67,14 +67,21 @@ def _search_and_save(source: ModelSource, ids: np.ndarray, v: VariantCfg, out: P
     start = time.perf_counter()
     layers = int(getattr(model.config, "num_hidden_layers", 0) or 0)
     with stage(progress, f"{v.name}: AWQ search", layers, "layers") as advance:
-        plan = search_awq(model, torch.from_numpy(ids), v.block_size, N_GRID, on_layer=advance)
+        plan = search_awq(model, torch.from_numpy(ids), v.block_size, N_GRID, symmetric=v.symmetric, on_layer=advance)
     seconds = time.perf_counter() - start
+    calib = torch.from_numpy(ids)
+    drift = fold_error(model, plan, calib)
+    if not drift <= FOLD_TOLERANCE:  # also NaN
+        raise ModelError(f"AWQ scale folding changed the fp32 model's logits by {drift:.3g} (> {FOLD_TOLERANCE}) on "
+                         "the calibration batch, so this model's norms are not plain RMSNorm; use method = 'rtn'")
     apply_awq(model, plan)
     model.save_pretrained(out, safe_serialization=True)
     AutoTokenizer.from_pretrained(source.path).save_pretrained(out)
     plan.save(out)
     gain = [s.loss_awq / s.loss_rtn for s in plan.steps if s.loss_rtn > 0]
-    info = {"calibration": vars(v.calibration), "block_size": v.block_size, "n_grid": N_GRID,
-            "search_seconds": round(seconds, 1), "scale_groups": len(plan.steps),
+    info = {"calibration": vars(v.calibration), "block_size": v.block_size, "symmetric": v.symmetric,
+            "n_grid": N_GRID,
+            "search_seconds": round(seconds, 1), "fold_max_abs_dlogit": drift, "layer_seconds": plan.layer_seconds,
+            "scale_groups": len(plan.steps),
             "mean_loss_ratio_awq_over_rtn": float(np.mean(gain)) if gain else None}
     (out / "awq_info.json").write_text(json.dumps(info, indent=2))

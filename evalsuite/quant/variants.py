@@ -1,11 +1,12 @@
 """Quantized variants as ONNX folders: built on demand (RTN, AWQ) or given (an existing folder).
 
-RTN: the model builder's int4 MatMulNBits quantization of the fp32 HF folder (symmetric; block size
-and accuracy level from the config; lm_head quantized or excluded). AWQ: `awq.py` searches
-scales and clips on calibration text, `awq_build.py` applies them to an fp32 copy of the model and
-saves it as an HF folder in the cache, and the same builder quantizes that folder (see
-awq.py for why). Each build is
-cached by content hash (source, options, calibration, package versions).
+RTN: the model builder's int4 MatMulNBits quantization of the fp32 HF folder (symmetric, embedding
+quantized; block size and accuracy level from the config; lm_head quantized or excluded). AWQ: `awq.py`
+searches scales and clips on calibration text, `awq_build.py` applies them to an fp32 copy of the model
+and saves it as an HF folder in the cache, and the same int4 writer quantizes that folder (see awq.py
+for why). Asymmetric grids, an fp32 embedding and HQQ are written by onnxruntime's own quantizer from
+the fp32 ONNX model (`ort_quant.py`); the symmetric grid is the same bit for bit either way. Each build
+is cached by content hash (source, options, calibration, package versions).
 """
 
 from __future__ import annotations
@@ -40,21 +41,35 @@ def build_variant(source: ModelSource, v: VariantCfg, suite: Suite, provenance: 
         # GenAI config or model.onnx.
         folder = resolve_onnx(Path(v.path))
         info: dict[str, Any] = {"method": "onnx", "given": v.path}
-    elif v.method == "rtn":
-        with stage(progress, f"{v.name}: int4 ONNX build (cached after the first run)"):
-            folder = build_onnx(source.path, "int4", builder_options(v),
-                                execution=execution_target(suite.eval.provider))
-        info = {"method": "rtn", "options": builder_options(v)}
+    elif v.method in ("rtn", "hqq"):
+        folder, info = _int4(source.path, v, execution_target(suite.eval.provider), progress)
     else:
         from evalsuite.quant.awq_build import awq_folder
 
         hf = awq_folder(source, v, suite, provenance, progress)
-        with stage(progress, f"{v.name}: int4 ONNX build (cached after the first run)"):
-            folder = build_onnx(hf, "int4", builder_options(v), execution=execution_target(suite.eval.provider))
-        info = {"method": "awq", "options": builder_options(v), "awq_hf_folder": str(hf),
-                "calibration": vars(v.calibration)}
+        folder, info = _int4(hf, v, execution_target(suite.eval.provider), progress)
+        info |= {"awq_hf_folder": str(hf), "calibration": vars(v.calibration)}
     info |= {"path": str(folder), "size_mb": weights_mb(folder), "key": key_of([source_hash(source.path), info])}
     return info
+
+
+def uses_builder(v: VariantCfg) -> bool:
+    """The GenAI builder writes symmetric RTN/AWQ int4 with the embedding quantized; all else goes through
+    onnxruntime's MatMulNBitsQuantizer."""
+    return v.method in ("rtn", "awq") and v.symmetric and v.embedding == "quantize"
+
+
+def _int4(hf: Path, v: VariantCfg, execution: str, progress: Any) -> tuple[Path, dict[str, Any]]:
+    """The variant's int4 ONNX model: the GenAI builder's where it writes this grid, else onnxruntime's
+    quantizer over the fp32 build (asymmetric, fp32 embedding, HQQ)."""
+    with stage(progress, f"{v.name}: int4 ONNX build (cached after the first run)"):
+        if uses_builder(v):
+            return (build_onnx(hf, "int4", builder_options(v), execution=execution),
+                    {"method": v.method, "options": builder_options(v)})
+        from evalsuite.quant.ort_quant import quant_options, quantize_onnx
+
+        folder = quantize_onnx(build_onnx(hf, "fp32", execution=execution), v)
+    return folder, {"method": v.method, "writer": "onnxruntime", "options": quant_options(v)}
 
 
 def weights_mb(path: Path) -> float:
