@@ -59,7 +59,7 @@ def add_gate_args(p: argparse.ArgumentParser) -> None:
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="suite TOML (default: the packaged default suite)")
-    p.add_argument("--model", help="HF folder, .gguf file, hub id, or 'smollm2-135m-instruct'")
+    p.add_argument("--model", help="HF folder, .gguf file, hub id, or smollm2-135m-instruct | gemma3-270m")
     p.add_argument("--dataset", action="append", help="dataset[:split]; repeatable (default: the suite's)")
     p.add_argument("--window", type=int, help="tokens fed per window")
     p.add_argument("--stride", type=int, help="new tokens scored per window (<= window)")

@@ -133,6 +133,7 @@ def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = No
             out.identities["base_onnx"] = ort.identity["model"] if ort.identity else None
         if reference is not None and ort is not None and (shard is None or shard[0] == 0):
             out.parity = [parity_stats(reference, ort, s, suite.parity.sample_windows) for s in streams]
+            _export_notes(out.parity, source.path, ort.model, suite.eval.window)
         del reference
         if ort is None:  # nothing to compare the variants with: record them as not scored
             for variant in suite.variants:
@@ -317,6 +318,19 @@ def parity_stats(reference: Any, candidate: Any, stream: Stream, n_windows: int)
         total += w.n_targets
     return {"dataset": stream.label, "reference": reference.name, "candidate": candidate.name,
             "windows": picks, "positions": total, "max_abs_dlogit": max_abs, "top1_agree": agree / total}
+
+
+def _export_notes(parity: list[dict[str, Any]], hf_dir: Path, onnx_model: Path, window: int) -> None:
+    """Add the known export/reference differences (models/families.py) to each parity record; the
+    keys are absent when there are none, so the default model's records are unchanged."""
+    from evalsuite.models.families import export_mismatches, parity_notes
+
+    mismatches, notes = export_mismatches(hf_dir, onnx_model, window), parity_notes(hf_dir, window)
+    for stats in parity:
+        if mismatches:
+            stats["export_mismatches"] = mismatches
+        if notes:
+            stats["notes"] = notes
 
 
 def provenance(source: model_source.ModelSource, streams: list[Stream]) -> dict[str, Any]:

@@ -1,0 +1,178 @@
+"""Architecture parity: tiny random models of each family (tests/tiny_families.py), exported through
+the same builder path as a user's model (models/onnx_build.py, with the config normaliser), fp32 and
+int4, scored by ONNX Runtime and compared with transformers on the same windows.
+
+Tolerances are the gate's default parity limits (config.Parity: |ΔPPL|/PPL <= 1e-4, max |Δlogit|
+<= 1e-2); fp32 kernels differ from torch's only in summation order (measured ~1e-6 relative, logits
+<= 2e-4). int4 (accuracy level 1, fp32 compute) is compared with transformers running the very
+weights ONNX Runtime dequantizes (quant/grid.py, bit-identical to its quantizer), within the same
+limits. Where the export and transformers genuinely disagree (Mistral: the builder writes no sliding
+window), the test asserts that the gate's parity checks fail and name the cause.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from tiny_families import FAMILIES, LONGROPE_ORIGINAL, SLIDING, save_tiny_family
+
+from evalsuite.config import Parity
+from evalsuite.data.windows import Window, plan_windows
+from evalsuite.models.onnx_build import build_onnx
+from evalsuite.models.ort_runner import OrtRunner
+from evalsuite.models.torch_runner import TorchRunner
+from evalsuite.scoring.lanes import score_stream
+
+LIMITS = Parity()
+AGREE = [f for f in FAMILIES if f != "mistral"]  # mistral: the documented parity FAIL below
+N_TOKENS, WINDOW, STRIDE = 300, 128, 64  # every window crosses the sliding window (16) and LongRoPE's 64
+INT4 = {"block_size": "32", "accuracy_level": "1", "is_symmetric": "true"}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("families-cache")
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("families")
+    return {f: save_tiny_family(f, root / f) for f in FAMILIES}
+
+
+def parity(ort: Any, ref: Any, tokens: np.ndarray, windows: list[Window]) -> tuple[float, float]:
+    """(|ΔPPL| / PPL, max |Δlogit|) of ORT vs the reference over every window."""
+    a, b = score_stream(ort, tokens, windows)[1:], score_stream(ref, tokens, windows)[1:]
+    rel = abs(np.exp(a.mean()) - np.exp(b.mean())) / np.exp(b.mean())
+    dlogit = 0.0
+    for w in windows:
+        inputs = tokens[w.start : w.end - 1]
+        diff = ort.logits(inputs, w.n_targets).astype(np.float64) - ref.logits(inputs, w.n_targets)
+        dlogit = max(dlogit, float(np.abs(diff).max()))
+    return float(rel), dlogit
+
+
+def stream() -> tuple[np.ndarray, list[Window]]:
+    return np.random.default_rng(7).integers(2, 300, N_TOKENS), plan_windows(N_TOKENS, WINDOW, STRIDE)
+
+
+@pytest.mark.parametrize("family", AGREE)
+def test_fp32_export_matches_transformers(family: str, folders: dict[str, Path], cache: Path) -> None:
+    src = folders[family]
+    ort, ref = OrtRunner(build_onnx(src, "fp32", cache=cache), threads=2), TorchRunner(src, threads=2)
+    tokens, windows = stream()
+    rel, dlogit = parity(ort, ref, tokens, windows)
+    assert rel <= LIMITS.max_rel_dppl and dlogit <= LIMITS.max_abs_dlogit, (family, rel, dlogit)
+    print(f"{family} fp32: |dPPL|/PPL {rel:.2e}, max |dlogit| {dlogit:.2e}")
+
+
+class DequantizedReference(TorchRunner):
+    """transformers with every weight the int4 export quantizes (attention and MLP projections, the
+    lm_head, and the embedding when it is tied to the lm_head) replaced by ONNX Runtime's dequantized
+    int4 grid."""
+
+    def __init__(self, src: Path, block: int) -> None:
+        import torch
+
+        from evalsuite.quant.grid import fake_quant
+
+        super().__init__(src, threads=2)
+        with torch.no_grad():
+            for layer in self.model.model.layers:
+                for module in layer.modules():
+                    if isinstance(module, torch.nn.Linear):
+                        module.weight.copy_(fake_quant(module.weight.float(), block))
+            # Tied embeddings (Gemma 3): the export shares one int4 matrix between the lm_head and the
+            # embedding (GatherBlockQuantized), so both are dequantized; untied: the lm_head only.
+            head = self.model.get_output_embeddings()
+            head.weight.copy_(fake_quant(head.weight.float(), block))
+
+
+@pytest.mark.parametrize("family", AGREE)
+def test_int4_export_matches_its_dequantized_weights(family: str, folders: dict[str, Path], cache: Path) -> None:
+    src = folders[family]
+    ort = OrtRunner(build_onnx(src, "int4", INT4, cache=cache), threads=2)
+    tokens, windows = stream()
+    rel, dlogit = parity(ort, DequantizedReference(src, 32), tokens, windows)
+    assert rel <= LIMITS.max_rel_dppl and dlogit <= LIMITS.max_abs_dlogit, (family, rel, dlogit)
+    # ... and the int4 model is really quantized: the plain fp32 reference is measurably different.
+    rel_fp32, _ = parity(ort, TorchRunner(src, threads=2), tokens, windows)
+    assert rel_fp32 > 10 * max(rel, 1e-7), (family, rel_fp32, rel)
+    print(f"{family} int4: |dPPL|/PPL {rel:.2e}, max |dlogit| {dlogit:.2e} (vs fp32 weights {rel_fp32:.2e})")
+
+
+def test_longrope_windows_below_and_across_the_switch(folders: dict[str, Path], cache: Path) -> None:
+    src = folders["phi3-longrope"]
+    ort, ref = OrtRunner(build_onnx(src, "fp32", cache=cache), threads=2), TorchRunner(src, threads=2)
+    tokens = np.random.default_rng(3).integers(2, 300, 2 * LONGROPE_ORIGINAL)
+    short, long_ = tokens[: LONGROPE_ORIGINAL - 8], tokens[: 2 * LONGROPE_ORIGINAL - 1]
+    # The switch is real: the same first positions score differently once the sequence passes 64.
+    k = short.shape[0]
+    switched = ref.logits(long_, long_.shape[0])[:k] - ref.logits(short, k)
+    assert np.abs(switched).max() > 0.1
+    for ids in (short, long_):
+        diff = np.abs(ort.logits(ids, ids.shape[0]) - ref.logits(ids, ids.shape[0])).max()
+        assert diff <= LIMITS.max_abs_dlogit, (ids.shape[0], diff)
+
+
+def test_gemma3_source_config_needed_translation(folders: dict[str, Path], cache: Path) -> None:
+    """The unmodified transformers-5 config is what the builder cannot read; the source stays so."""
+    cfg = json.loads((folders["gemma3"] / "config.json").read_text())
+    assert set(cfg["rope_parameters"]) == {"full_attention", "sliding_attention"}
+    build = json.loads((build_onnx(folders["gemma3"], "fp32", cache=cache) / "genai_config.json").read_text())
+    assert build["model"]["decoder"]["sliding_window"]["window_size"] == SLIDING
+
+
+def test_mistral_sliding_window_is_not_exported(folders: dict[str, Path], cache: Path) -> None:
+    """onnxruntime-genai 0.18 writes no sliding window for Mistral: past 16 tokens ORT attends to
+    everything, transformers to the last 16. Within the window they agree."""
+    src = folders["mistral"]
+    ort, ref = OrtRunner(build_onnx(src, "fp32", cache=cache), threads=2), TorchRunner(src, threads=2)
+    tokens = np.random.default_rng(7).integers(2, 300, N_TOKENS)
+    rel_in, dlogit_in = parity(ort, ref, tokens, plan_windows(N_TOKENS, SLIDING, SLIDING // 2))
+    assert rel_in <= LIMITS.max_rel_dppl and dlogit_in <= LIMITS.max_abs_dlogit
+    rel, dlogit = parity(ort, ref, tokens, plan_windows(N_TOKENS, WINDOW, STRIDE))
+    assert rel > LIMITS.max_rel_dppl and dlogit > LIMITS.max_abs_dlogit
+    print(f"mistral fp32, window {WINDOW}: |dPPL|/PPL {rel:.2e}, max |dlogit| {dlogit:.2e}")
+
+
+def gate(src: Path, tmp_path: Path, data_dir: Path, window: int, monkeypatch: pytest.MonkeyPatch,
+         cache: Path) -> tuple[int, list[dict[str, Any]]]:
+    from evalsuite.cli import main
+
+    monkeypatch.setenv("EVALSUITE_CACHE", str(cache))
+    monkeypatch.setenv("EVALSUITE_DATA_DIR", str(data_dir))
+    suite = tmp_path / f"suite-{window}.toml"
+    suite.write_text(f'[model]\nsource = "{src}"\n[eval]\ndatasets = ["wikitext2"]\nwindow = {window}\n'
+                     f'stride = {window // 2}\nmax_tokens = 400\n')
+    out = tmp_path / f"gate-{window}.json"
+    code = main(["gate", "--config", str(suite), "--no-baseline", "--json-out", str(out)])
+    return code, json.loads(out.read_text())["checks"]
+
+
+def test_gate_parity_fails_on_the_mistral_export_and_names_the_cause(
+        folders: dict[str, Path], tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch,
+        cache: Path) -> None:
+    code, checks = gate(folders["mistral"], tmp_path, data_dir, 64, monkeypatch, cache)
+    assert code == 1
+    failed = {c["name"]: c for c in checks if not c["passed"]}
+    assert {"parity_export", "parity_rel_dppl", "parity_max_abs_dlogit"} <= set(failed)
+    for name in ("parity_export", "parity_rel_dppl"):
+        assert "sliding window not applied" in failed[name]["detail"], failed[name]
+        assert f"sliding window {SLIDING} in transformers but none in the ONNX model" in failed[name]["detail"]
+    # Within the sliding window the export is right, and nothing is flagged.
+    code, checks = gate(folders["mistral"], tmp_path, data_dir, SLIDING, monkeypatch, cache)
+    assert code == 0, [c for c in checks if not c["passed"]]
+    assert "parity_export" not in {c["name"] for c in checks}
+
+
+def test_gate_parity_passes_on_gemma3_past_its_sliding_window(
+        folders: dict[str, Path], tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch,
+        cache: Path) -> None:
+    code, checks = gate(folders["gemma3"], tmp_path, data_dir, 64, monkeypatch, cache)
+    assert code == 0, [c for c in checks if not c["passed"]]
+    assert {c["name"] for c in checks} >= {"parity_rel_dppl", "parity_max_abs_dlogit", "parity_top1_agree"}
