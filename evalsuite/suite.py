@@ -26,6 +26,7 @@ from evalsuite.scoring.lanes import Lane, Runner, RunResult, new_lane, score_lan
 from evalsuite.scoring.metrics import paired_metrics, solo_metrics, unit_metrics
 from evalsuite.scoring.tokenstats import SOLO
 
+PARITY_ROWS = 64  # logit rows compared at once (64 x 262,144 vocab x 8 B = 134 MB of float64)
 PACKAGES = ("evalsuite", "torch", "transformers", "onnxruntime", "onnxruntime-genai", "numpy", "tokenizers")
 
 
@@ -117,6 +118,7 @@ def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = No
     texts = load_texts(suite, data_dir)
     source = model_source.resolve(suite.model.source, suite.model.trust_remote_code)
     check_positions(suite, source.path)
+    check_awq_family(suite, source.path)
     streams = load_streams(suite, source, texts)
     out = Evaluation(suite, provenance=provenance(source, streams), resume=resume, shard=shard)
     out.provenance["data_dir"] = str(data_dir) if data_dir else None
@@ -219,6 +221,19 @@ def check_positions(suite: Suite, hf_dir: Path) -> None:
                              f"use --window {limit} or less")
 
 
+def check_awq_family(suite: Suite, hf_dir: Path) -> None:
+    """Refuse AWQ on Gemma before any scoring: its RMSNorm scales by (1 + w) and it normalises after
+    attention and MLP too, so the Llama scale fold (quant/awq.py) would be silently wrong."""
+    import json
+
+    awq = [v.name for v in suite.variants if v.method == "awq"]
+    cfg = hf_dir / "config.json"
+    kind = json.loads(cfg.read_text()).get("model_type", "") if awq and cfg.is_file() else ""
+    if str(kind).startswith("gemma"):
+        raise UsageError(f"variant '{awq[0]}': AWQ is not supported for {kind} models ((1 + w) RMSNorm and "
+                         "post-attention/MLP norms are not folded); use method = 'rtn'")
+
+
 def _variant_runner(suite: Suite, source: model_source.ModelSource, variant: Any, out: Evaluation) -> Runner:
     from evalsuite.quant.variants import build_variant
 
@@ -313,9 +328,12 @@ def parity_stats(reference: Any, candidate: Any, stream: Stream, n_windows: int)
         w = stream.windows[i]
         inputs = stream.tokens[w.start : w.end - 1]
         a, b = reference.logits(inputs, w.n_targets), candidate.logits(inputs, w.n_targets)
-        max_abs = max(max_abs, float(np.max(np.abs(a.astype(np.float64) - b))))
-        agree += int(np.sum(a.argmax(axis=1) == b.argmax(axis=1)))
+        for r in range(0, w.n_targets, PARITY_ROWS):  # row chunks: no window-sized float64 copies
+            ra, rb = a[r : r + PARITY_ROWS], b[r : r + PARITY_ROWS]
+            max_abs = max(max_abs, float(np.max(np.abs(ra.astype(np.float64) - rb))))
+            agree += int(np.sum(ra.argmax(axis=1) == rb.argmax(axis=1)))
         total += w.n_targets
+        del a, b
     return {"dataset": stream.label, "reference": reference.name, "candidate": candidate.name,
             "windows": picks, "positions": total, "max_abs_dlogit": max_abs, "top1_agree": agree / total}
 

