@@ -343,7 +343,7 @@ def _export_notes(parity: list[dict[str, Any]], hf_dir: Path, onnx_model: Path, 
     keys are absent when there are none, so the default model's records are unchanged."""
     from evalsuite.models.families import export_mismatches, parity_notes
 
-    mismatches, notes = export_mismatches(hf_dir, onnx_model, window), parity_notes(hf_dir, window)
+    mismatches, notes = export_mismatches(hf_dir, onnx_model, window), parity_notes(hf_dir, window, onnx_model)
     for stats in parity:
         if mismatches:
             stats["export_mismatches"] = mismatches
