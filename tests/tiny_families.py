@@ -2,6 +2,7 @@
 
 Same shapes as tests/tiny.py's Llama (hidden 128, 4 heads / 2 KV heads of 32, intermediate 256) so
 int4 block 32 divides every matrix, and each family keeps what makes it different:
+- llama: the reference architecture (SmolLM2's).
 - phi3: Phi-3 mini 4k (fused qkv / gate_up weights, original = max positions: no LongRoPE).
 - phi3-longrope: Phi-3 128k style LongRoPE with original_max_position_embeddings = 64, short and
   long factors far apart so a window that crosses 64 positions is visibly different.
@@ -21,7 +22,7 @@ from tiny import make_tiny_tokenizer
 HEAD = 32
 SLIDING = 16
 LONGROPE_ORIGINAL = 64
-FAMILIES = ("phi3", "phi3-longrope", "qwen2", "mistral", "gemma3")
+FAMILIES = ("llama", "phi3", "phi3-longrope", "qwen2", "mistral", "gemma3")
 
 
 def _common() -> dict[str, Any]:
@@ -33,6 +34,8 @@ def _common() -> dict[str, Any]:
 def family_config(family: str) -> Any:
     import transformers as T
 
+    if family == "llama":
+        return T.LlamaConfig(**_common())
     if family == "phi3":
         return T.Phi3Config(**_common(), original_max_position_embeddings=512)
     if family == "phi3-longrope":
