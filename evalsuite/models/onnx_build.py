@@ -21,6 +21,7 @@ from pathlib import Path
 
 from evalsuite.cache import build_entry, cache_root, file_sha256, key_of, package_versions, reuse
 from evalsuite.errors import ModelError
+from evalsuite.models.hf_config import builder_input, config_changes
 from evalsuite.models.onnx_files import check_loadable, resolve_onnx
 
 BUILDER = "onnxruntime_genai.models.builder"
@@ -59,13 +60,16 @@ def build_onnx(hf_dir: Path, precision: str = "fp32", options: dict[str, str] | 
     bad = [k for k in options if k in FORBIDDEN_OPTIONS]
     if bad:
         raise ModelError(f"builder option '{bad[0]}' removes per-position logits, which perplexity needs; drop it")
-    key = key_of({"source": source_hash(hf_dir), "precision": precision, "options": options, "v": versions(),
-                  **({"execution": execution} if execution != "cpu" else {})})  # cpu keys stay as they were
+    desc = {"source": source_hash(hf_dir), "precision": precision, "options": options, "v": versions(),
+            **({"execution": execution} if execution != "cpu" else {})}  # cpu keys stay as they were
+    changes = config_changes(hf_dir)  # config translated for the builder (hf_config.py); none: key unchanged
+    key = key_of({**desc, "config_changes": changes} if changes else desc)
     out = (cache or cache_root()) / "onnx" / key
     if reuse(out):
         return out
     with build_entry(out) as tmp, tempfile.TemporaryDirectory(prefix="evalsuite-builder-") as scratch:
-        seconds = _run_builder(hf_dir, tmp, precision, options, Path(scratch), execution)
+        builder_dir = builder_input(hf_dir, cache or cache_root())
+        seconds = _run_builder(builder_dir, tmp, precision, options, Path(scratch), execution)
         check_model(tmp)
         info = {"source": str(hf_dir), "precision": precision, "execution": execution, "options": options,
                 "versions": versions(),

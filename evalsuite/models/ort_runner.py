@@ -3,7 +3,10 @@
 Inputs are discovered from the session: `input_ids` [1, m] int64, `attention_mask` [1, m] (no past),
 `position_ids` [1, m] when present, and every `past_key_values.N.key/value` fed empty
 [1, kv_heads, 0, head_size] in the session's dtype (head size from `genai_config.json` when the
-graph leaves it symbolic). Only `logits` is fetched, not the present.* KV outputs: [1, k, V] for the
+graph leaves it symbolic). Sliding-window layers built with a bounded KV cache (dimension
+`past_sliding_length`, Gemma 3) need a cache buffer of the window's capacity: they get zeros
+[1, kv_heads, window + slack, head_size]; the attention mask (all ones, length m) says no past.
+Only `logits` is fetched, not the present.* KV outputs: [1, k, V] for the
 k scored positions when the lm_head can be sliced (logits_tail.py), else [1, m, V].
 """
 
@@ -22,6 +25,7 @@ from evalsuite.models.onnx_files import check_external_data, resolve_onnx
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "dml": "DmlExecutionProvider"}
 PROVIDER_PACKAGES = {"CUDAExecutionProvider": "'evalsuite[gpu]' (onnxruntime-gpu, in place of onnxruntime)",
                      "DmlExecutionProvider": "onnxruntime-directml"}
+SLIDING_DIM = "past_sliding_length"  # symbolic length of a bounded sliding-window KV cache
 DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(bfloat16)": np.float32}
 
 
@@ -107,19 +111,29 @@ class OrtRunner:
         if "input_ids" not in names:
             raise ModelError(f"{self.model.name} has no 'input_ids' input; give a decoder-only language model")
         past = {n: i for n, i in names.items() if n.startswith("past_key_values.")}
-        head = self._head_size()
-        kv = {n: (int(i.shape[1]), i.shape[3] if isinstance(i.shape[3], int) else head, DTYPES.get(i.type))
-              for n, i in past.items()}
-        if any(h is None or d is None for _, h, d in kv.values()):
-            raise ModelError(f"{self.model.name}: cannot tell the KV cache head size or dtype; add genai_config.json")
+        head, sliding = self._head_size(), self._sliding_capacity()
+        kv = {n: (int(i.shape[1]), i.shape[3] if isinstance(i.shape[3], int) else head, DTYPES.get(i.type),
+                  sliding if i.shape[2] == SLIDING_DIM else 0) for n, i in past.items()}
+        if any(h is None or d is None or c is None for _, h, d, c in kv.values()):
+            raise ModelError(f"{self.model.name}: cannot tell the KV cache head size, dtype or sliding-window "
+                             "capacity; add genai_config.json")
         return {"mask": "attention_mask" in names, "position_ids": "position_ids" in names, "past": kv}
 
-    def _head_size(self) -> int | None:
+    def _decoder_config(self) -> dict[str, Any]:
         cfg = self.model.parent / "genai_config.json"
         if not cfg.is_file():
-            return None
+            return {}
         decoder = json.loads(cfg.read_text()).get("model", {}).get("decoder", {})
-        return decoder.get("head_size")
+        return decoder if isinstance(decoder, dict) else {}
+
+    def _head_size(self) -> int | None:
+        return self._decoder_config().get("head_size")
+
+    def _sliding_capacity(self) -> int | None:
+        """KV buffer length of bounded sliding-window caches: window size + slack (genai_config.json)."""
+        window = self._decoder_config().get("sliding_window") or {}
+        size = window.get("window_size")
+        return int(size) + int(window.get("cache_slack", 0) or 0) if isinstance(size, int) else None
 
     def feeds(self, input_ids: np.ndarray, k: int | None = None) -> dict[str, np.ndarray]:
         """ONNX Runtime inputs for one window (int64 [m]) or a batch of equal-length windows ([b, m]),
@@ -134,8 +148,8 @@ class OrtRunner:
             feeds["attention_mask"] = np.ones((b, m), dtype=np.int64)
         if self.feeds_spec["position_ids"]:
             feeds["position_ids"] = np.broadcast_to(np.arange(m, dtype=np.int64), (b, m)).copy()
-        for name, (heads, head_size, dtype) in self.feeds_spec["past"].items():
-            feeds[name] = np.zeros((b, heads, 0, head_size), dtype=dtype)
+        for name, (heads, head_size, dtype, capacity) in self.feeds_spec["past"].items():
+            feeds[name] = np.zeros((b, heads, capacity, head_size), dtype=dtype)
         return feeds
 
     def _probe(self) -> int:

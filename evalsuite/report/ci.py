@@ -13,6 +13,7 @@ NAMES = {
     "parity_rel_dppl": "ORT vs torch ΔPPL %",
     "parity_max_abs_dlogit": "ORT vs torch max |Δlogit|",
     "parity_top1_agree": "ORT vs torch top-1 agree",
+    "parity_export": "ONNX export matches transformers",
     "baseline_rel_regression": "vs baseline ΔPPL %",
     "kld_mean": "KLD mean (nats)",
     "same_top": "same top token",
