@@ -28,3 +28,16 @@ def stage(progress: Any, label: str, total: int = 0, unit: str = "") -> Iterator
         yield progress.advance
     finally:
         progress.stop()
+
+
+class NullProgress:
+    """A progress sink that shows nothing (library use, `--progress none`)."""
+
+    def start(self, label: str, total: int, unit: str = "") -> None:
+        pass
+
+    def advance(self, n: int) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass

@@ -27,7 +27,7 @@ from evalsuite.scoring.journal import Journal, journal_path
 from evalsuite.scoring.lanes import Lane, Runner, RunResult, new_lane, score_lanes, summarize
 from evalsuite.scoring.metrics import paired_metrics, solo_metrics, unit_metrics
 from evalsuite.scoring.tokenstats import SOLO
-from evalsuite.stages import stage
+from evalsuite.stages import NullProgress, stage
 
 PARITY_ROWS = 64  # logit rows compared at once (64 x 262,144 vocab x 8 B = 134 MB of float64)
 PACKAGES = ("evalsuite", "torch", "transformers", "onnxruntime", "onnxruntime-genai", "numpy", "tokenizers")
@@ -39,17 +39,6 @@ class Progress(Protocol):
     def start(self, label: str, total: int, unit: str = "tok") -> None: ...
     def advance(self, n: int) -> None: ...
     def stop(self) -> None: ...
-
-
-class NullProgress:
-    def start(self, label: str, total: int, unit: str = "tok") -> None:
-        pass
-
-    def advance(self, n: int) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import time
 from typing import Any, TextIO
 
 from evalsuite.errors import UsageError
+from evalsuite.stages import NullProgress
 
 DEFAULT_INTERVAL = 30.0
 PERIOD = 0.8  # fraction of the interval after which a heartbeat is due
@@ -38,17 +39,6 @@ def heartbeat_interval() -> float:
         raise UsageError(f"EVALSUITE_PROGRESS_INTERVAL must be seconds between 0.1 and 3600, got '{raw}'; "
                          "unset it for the default 30")
     return value
-
-
-class NoProgress:
-    def start(self, label: str, total: int, unit: str = "") -> None:
-        pass
-
-    def advance(self, n: int) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
 
 
 class PlainProgress:
@@ -135,7 +125,7 @@ def make_progress(mode: str, prefix: str = "eval") -> Any:
     rich = mode == "rich" or (mode == "auto" and sys.stderr.isatty())
     third_party_bars(rich)
     if mode == "none":
-        return NoProgress()
+        return NullProgress()
     if rich:
         from evalsuite.report import terminal
 
