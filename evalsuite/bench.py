@@ -1,7 +1,9 @@
 """`evalsuite bench`: throughput, memory and overhead, measured (never asserted in unit tests).
 
 - Per runner (torch reference, ORT base, each configured variant), in a fresh child process on
-  identical windows: tokens/s and peak RSS (`ru_maxrss`).
+  identical windows: tokens/s and the child's own peak RSS (Linux `VmHWM`).
+- Batch 1, 4 and 8 on the ORT base and the torch reference, on a stream cut so that every window
+  after the first falls in a full batch of 8 (a shorter budget would measure partial batches).
 - Peak RSS of the ORT base at two dataset lengths (1x and 4x the token budget): it must not grow
   with the dataset, only with window x vocab.
 - The suite's ORT throughput as a ratio of bare `InferenceSession.run` on the same inputs, same
@@ -13,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -26,6 +27,46 @@ import numpy as np
 TARGET_RATIO = 0.95
 BATCHES = (1, 4, 8)  # batch sizes measured on the ORT base and the torch reference
 TARGET_COLD_S, TARGET_WARM_S = 600.0, 180.0
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak resident set, in MB.
+
+    `ru_maxrss` survives fork + exec: a child started by a parent holding 3.5 GB reports at least
+    3.5 GB whatever it uses itself (measured: 1,513 MB for a 13 MB child of a 1.5 GB parent). Linux's
+    `VmHWM` belongs to the child's own address space; other systems fall back to `ru_maxrss`."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource  # not on Windows; there the fallback fails loudly rather than guessing
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
+def full_batches(n: int, window: int, stride: int, batch: int) -> bool:
+    """Whether every group of `batch_groups` over an n-token stream is a full batch (a first window
+    of its own shape may run alone)."""
+    from evalsuite.data.windows import plan_windows
+    from evalsuite.scoring.lanes import batch_groups
+
+    windows = plan_windows(n, window, stride)
+    groups = batch_groups(windows, list(range(len(windows))), batch)
+    return all(len(g) == batch for g in groups if g != [0])
+
+
+def batch_stream_length(window: int, stride: int, at_least: int) -> int:
+    """Tokens for the batch comparison: the shortest stream of at least `at_least` tokens whose
+    windows all fall in full batches for every size in BATCHES (partial batches measure less)."""
+    step = BATCHES[-1] * stride
+    for groups in range(1, 100_000):
+        for n in sorted({groups * step + 1, window + groups * step + 1}):
+            if n >= at_least and all(full_batches(n, window, stride, b) for b in BATCHES):
+                return n
+    raise ValueError(f"no stream length fills batches of {BATCHES} at window {window}, stride {stride}")
 
 
 def child(kind: str, path: str, tokens_file: str, window: int, stride: int, threads: int,
@@ -50,7 +91,7 @@ def child(kind: str, path: str, tokens_file: str, window: int, stride: int, thre
     seconds = time.perf_counter() - start
     scored = sum(w.n_targets for w in windows)
     return {"tokens": scored, "seconds": seconds, "tokens_per_s": scored / seconds,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_rss_mb": peak_rss_mb(),
             "ppl": float(np.exp(np.nanmean(lane.cols[1:, 0]))), "error": lane.error}
 
 
@@ -155,11 +196,13 @@ def bench(suite: Any, data_dir: Path | None, max_tokens: int, timing_args: list[
     from evalsuite.quant.variants import build_variant
     from evalsuite.suite import build_base_onnx, load_streams, load_texts
 
-    ev = dataclasses.replace(suite.eval, datasets=suite.eval.datasets[:1], max_tokens=4 * max_tokens)
+    n_batch = batch_stream_length(suite.eval.window, suite.eval.stride, max_tokens)
+    ev = dataclasses.replace(suite.eval, datasets=suite.eval.datasets[:1], max_tokens=max(4 * max_tokens, n_batch))
     suite = dataclasses.replace(suite, eval=ev)
     source = model_source.resolve(suite.model.source, suite.model.trust_remote_code)
     stream = load_streams(suite, source, load_texts(suite, data_dir))[0]
-    long_tokens, tokens = stream.tokens, stream.tokens[:max_tokens]
+    long_tokens, tokens = stream.tokens[: 4 * max_tokens], stream.tokens[:max_tokens]
+    batch_tokens = stream.tokens[:n_batch]
     threads = ev.threads or os.cpu_count() or 1
     base_onnx = build_base_onnx(suite, source)
     targets: list[tuple[str, str, Path]] = [("torch reference", "torch", source.path), ("ORT base", "ort", base_onnx)]
@@ -173,10 +216,11 @@ def bench(suite: Any, data_dir: Path | None, max_tokens: int, timing_args: list[
     rows = []
     for label, kind, path in targets:
         rows.append({"runner": label, **run_child(kind, path, tokens, ev.window, ev.stride, threads)})
-    for batch in BATCHES[1:]:  # batch 1 is the row above
+    n_batch = int(batch_tokens.shape[0])
+    for batch in BATCHES:  # batch 1 again, on the same tokens as the batched rows
         for label, kind, path in targets[:2]:
-            rows.append({"runner": f"{label}, batch {batch}",
-                         **run_child(kind, path, tokens, ev.window, ev.stride, threads, batch)})
+            rows.append({"runner": f"{label}, batch {batch} ({n_batch} tok)", "batch": batch,
+                         **run_child(kind, path, batch_tokens, ev.window, ev.stride, threads, batch)})
     long_row = {"runner": f"ORT base, {long_tokens.shape[0]} tokens",
                 **run_child("ort", base_onnx, long_tokens, ev.window, ev.stride, threads)}
     # The issue's memory figure: one window of 2,048 tokens (2,048 x vocab float32 logits at once).
@@ -187,7 +231,8 @@ def bench(suite: Any, data_dir: Path | None, max_tokens: int, timing_args: list[
         "dataset": stream.label, "tokens": int(tokens.shape[0]), "window": ev.window, "stride": ev.stride,
         "threads": threads, "cpu": cpu_info(), "runners": rows, "rss_long": long_row, "rss_wide": wide_row,
         "overhead": overhead(base_onnx, tokens, ev.window, ev.stride, threads),
-        "overhead_batched": overhead_batched(base_onnx, tokens, ev.window, ev.stride, threads, BATCHES[-1]),
+        "overhead_batched": overhead_batched(base_onnx, batch_tokens, ev.window, ev.stride, threads, BATCHES[-1]),
+        "batch_tokens": n_batch,
         "logits_mb_per_window": ev.window * stream.tokenizer_vocab * 4 / 1e6,
         "logits_mb_window_2048": 2048 * stream.tokenizer_vocab * 4 / 1e6, "awq_search": searches,
     }
@@ -221,10 +266,12 @@ def verdicts(b: dict[str, Any]) -> list[str]:
                      f"({wide['peak_rss_mb'] - base['peak_rss_mb']:+.0f} MB over window {b['window']})")
     fp32 = base.get("tokens_per_s")
     for r in b["runners"]:
-        if r["runner"].startswith("ORT ") and r["runner"] != "ORT base" and fp32 and "tokens_per_s" in r:
+        if r["runner"].startswith("ORT ") and "batch" not in r and r["runner"] != "ORT base" and fp32 \
+                and "tokens_per_s" in r:
             rel = r["tokens_per_s"] / fp32
             lines.append(f"{r['runner']}: {r['tokens_per_s']:.0f} tok/s = {rel:.2f} x fp32 "
                          f"({'slower' if rel < 1 else 'faster'} than fp32 on this CPU)")
+    lines += batch_lines(b)
     for a in b.get("awq_search", []):
         per = f"{a['seconds_per_layer']:.2f} s per layer (max {a['max_layer_seconds']:.2f})" \
             if a["seconds_per_layer"] is not None else "no per-layer record"
@@ -235,6 +282,18 @@ def verdicts(b: dict[str, Any]) -> list[str]:
         lines.append(f"default gate: cold {timing['cold_seconds']:.0f} s (target {TARGET_COLD_S:.0f}, exit "
                      f"{timing['cold_exit']}), warm {timing['warm_seconds']:.0f} s (target {TARGET_WARM_S:.0f}, "
                      f"exit {timing['warm_exit']})")
+    return lines
+
+
+def batch_lines(b: dict[str, Any]) -> list[str]:
+    """Per runner: batched tok/s as a multiple of batch 1 on the same tokens."""
+    rows = [r for r in b["runners"] if "batch" in r and "tokens_per_s" in r]
+    lines = []
+    for name in dict.fromkeys(r["runner"].split(", batch")[0] for r in rows):
+        mine = {r["batch"]: r["tokens_per_s"] for r in rows if r["runner"].startswith(f"{name}, batch")}
+        if 1 in mine and len(mine) > 1:
+            rel = ", ".join(f"batch {k} {v:.0f} tok/s = {v / mine[1]:.2f} x" for k, v in mine.items() if k != 1)
+            lines.append(f"{name}: batch 1 {mine[1]:.0f} tok/s; {rel} batch 1 ({b.get('batch_tokens')} tokens)")
     return lines
 
 

@@ -1,0 +1,54 @@
+"""`evalsuite bench` measures what it says: each child's own memory, full batches, honest labels."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from evalsuite.bench import BATCHES, batch_stream_length, verdicts
+from evalsuite.data.windows import plan_windows
+from evalsuite.scoring.lanes import batch_groups
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM is Linux's; elsewhere ru_maxrss")
+def test_child_peak_rss_is_its_own_not_the_parents() -> None:
+    """ru_maxrss survives fork + exec, so every child of a 3.5 GB parent reported >= 3.5 GB."""
+    ballast = bytearray(600 * 2**20)
+    ballast[:: 4096] = b"\x01" * len(ballast[:: 4096])  # touch every page: 600 MB resident here
+    code = "from evalsuite.bench import peak_rss_mb; print(peak_rss_mb())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    child_mb = float(out.stdout)
+    assert 5 < child_mb < 300, child_mb  # python + numpy, far under this process's 600 MB ballast
+    del ballast
+
+
+@pytest.mark.parametrize(("window", "stride", "at_least"), [
+    (512, 256, 2048), (1024, 512, 1024), (512, 512, 100), (96, 48, 5000), (512, 256, 2561)],
+    ids=["default-suite", "gemma-suite", "stride-equals-window", "many-groups", "exact-fit"])
+def test_batch_stream_fills_every_batch(window: int, stride: int, at_least: int) -> None:
+    n = batch_stream_length(window, stride, at_least)
+    assert at_least <= n <= max(at_least, window + 1) + 2 * BATCHES[-1] * stride  # the shortest that fits
+    windows = plan_windows(n, window, stride)
+    for batch in BATCHES:
+        groups = batch_groups(windows, list(range(len(windows))), batch)
+        # Every group is a full batch; only a first window of its own shape may run alone.
+        assert all(len(g) == batch or g == [0] for g in groups), (batch, [len(g) for g in groups])
+        assert sum(len(g) for g in groups) >= BATCHES[-1]
+
+
+def test_batch_rows_are_compared_with_batch_one_not_with_fp32() -> None:
+    runners = [{"runner": "ORT base", "tokens_per_s": 700.0},
+               {"runner": "ORT rtn", "tokens_per_s": 350.0},
+               {"runner": "ORT base, batch 1 (2561 tok)", "batch": 1, "tokens_per_s": 600.0},
+               {"runner": "ORT base, batch 8 (2561 tok)", "batch": 8, "tokens_per_s": 900.0},
+               {"runner": "torch reference, batch 1 (2561 tok)", "batch": 1, "tokens_per_s": 300.0},
+               {"runner": "torch reference, batch 8 (2561 tok)", "batch": 8, "tokens_per_s": 150.0}]
+    b = {"cpu": {"model": "x", "cores": 2, "isa": []}, "overhead": {"ratio": 1.0}, "runners": runners,
+         "rss_long": {}, "batch_tokens": 2561}
+    text = "\n".join(verdicts(b))
+    assert "ORT rtn: 350 tok/s = 0.50 x fp32" in text
+    assert "batch 8 (2561 tok): 900" not in text and "x fp32 (faster" not in text
+    assert "ORT base: batch 1 600 tok/s; batch 8 900 tok/s = 1.50 x batch 1 (2561 tokens)" in text
+    assert "torch reference: batch 1 300 tok/s; batch 8 150 tok/s = 0.50 x batch 1 (2561 tokens)" in text
