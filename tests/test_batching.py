@@ -9,6 +9,7 @@ import pytest
 
 from evalsuite.data.windows import plan_windows
 from evalsuite.models.onnx_build import build_onnx
+from evalsuite.models.onnx_files import check_loadable
 from evalsuite.models.ort_runner import OrtRunner
 from evalsuite.models.torch_runner import TorchRunner
 from evalsuite.scoring.lanes import batch_groups, new_lane, score_lanes
@@ -71,3 +72,10 @@ def test_cuda_build_target_is_part_of_the_key(tiny_llama_dir: Path, tmp_path: Pa
     cuda = build_onnx(tiny_llama_dir, "fp16", cache=tmp_path, execution="cuda")
     assert cpu != cuda and (cuda / "model.onnx").is_file()
     assert '"execution": "cuda"' in (cuda / "evalsuite_build.json").read_text()
+    int4 = {"block_size": "32", "accuracy_level": "4", "is_symmetric": "true"}
+    int4_cpu = build_onnx(tiny_llama_dir, "int4", int4, cache=tmp_path)
+    int4_cuda = build_onnx(tiny_llama_dir, "int4", int4, cache=tmp_path, execution="cuda")
+    assert len({cpu, cuda, int4_cpu, int4_cuda}) == 4  # four builds, four cache entries
+    assert '"execution": "cuda"' in (int4_cuda / "evalsuite_build.json").read_text()
+    for folder in (cuda, int4_cuda):  # a sound graph: ONNX Runtime's CPU provider opens it
+        check_loadable(folder / "model.onnx")

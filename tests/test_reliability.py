@@ -15,11 +15,19 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+def _sigint_default() -> None:
+    """A shell's background job (`pytest &` without job control) starts with SIGINT ignored, and
+    Python keeps an ignored SIGINT ignored: the run under test would never see the Ctrl-C a user's
+    foreground run gets (measured: the SIGINT test exited 0 under `nohup pytest &`)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def evalsuite(args: list[str], cache: Path, data_dir: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "EVALSUITE_CACHE": str(cache), "EVALSUITE_DATA_DIR": str(data_dir),
            "PYTHONPATH": str(REPO)}
     return subprocess.Popen([sys.executable, "-m", "evalsuite", *args], env=env, cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_sigint_default if os.name == "posix" else None)
 
 
 def finish(proc: subprocess.Popen[bytes]) -> None:
