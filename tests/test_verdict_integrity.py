@@ -62,6 +62,14 @@ def other_model(doc: Doc) -> None:  # case 5: results of a different model
     doc["binding"]["content"]["model"]["origin_sha256"] = "f" * 64
 
 
+def gpu_run(doc: Doc) -> None:  # scored with `--provider cuda` (-e cuda builds, CUDA kernels)
+    doc["binding"]["suite"]["model"]["execution"] = "cuda"
+
+
+def fp16_base(doc: Doc) -> None:  # scored against an fp16 ORT base
+    doc["binding"]["suite"]["model"]["base_precision"] = "fp16"
+
+
 CASES = [
     pytest.param(shard, "result_complete", id="1-shard-results"),
     pytest.param(other_policy, "binding_policy", id="2-other-policy"),
@@ -73,6 +81,8 @@ CASES = [
     pytest.param(other_variant_settings, "binding_variant", id="8-other-variant-settings"),
     pytest.param(other_suite, "binding_suite", id="other-suite"),
     pytest.param(other_model, "binding_model", id="5-other-model"),
+    pytest.param(gpu_run, "binding_model", id="gpu-run-cpu-suite"),
+    pytest.param(fp16_base, "binding_model", id="fp16-base-fp32-suite"),
 ]
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from evalsuite.config import DatasetCfg, Suite, VariantCfg, dataset_labels, is_path_ref, run_label
 from evalsuite.gate.checks import Check
+from evalsuite.models.onnx_build import execution_target
 
 POLICY_KEYS = ("window", "stride", "bos", "max_tokens")
 
@@ -40,14 +41,27 @@ def dataset_settings(d: DatasetCfg, documents: bool) -> dict[str, Any]:
     return out
 
 
+def model_settings(suite: Suite) -> dict[str, Any]:
+    """What determines the base's numbers besides the model's content. The base precision and the
+    build target (fp16 / `-e cuda` builds score other numbers) are recorded only when not the
+    default, so documents of CPU fp32 runs keep their binding."""
+    out: dict[str, Any] = {"source": suite.model.source, "onnx_given": suite.model.onnx is not None,
+                           "trust_remote_code": suite.model.trust_remote_code}
+    if suite.model.base_precision != "fp32":
+        out["base_precision"] = suite.model.base_precision
+    target = execution_target(suite.eval.provider)
+    if target != "cpu":
+        out["execution"] = target
+    return out
+
+
 def suite_binding(suite: Suite) -> dict[str, Any]:
     ev = suite.eval
     out: dict[str, Any] = {
         "policy": {k: getattr(ev, k) for k in POLICY_KEYS},
         "datasets": dataset_labels(suite),
         "runners": list(ev.runners),
-        "model": {"source": suite.model.source, "onnx_given": suite.model.onnx is not None,
-                  "trust_remote_code": suite.model.trust_remote_code},
+        "model": model_settings(suite),
         "variants": {v.name: variant_settings(v) for v in suite.variants},
     }
     # Only present when used, so documents of suites without them keep their binding.
