@@ -219,7 +219,7 @@ def bench(suite: Any, data_dir: Path | None, max_tokens: int, timing_args: list[
     n_batch = int(batch_tokens.shape[0])
     for batch in BATCHES:  # batch 1 again, on the same tokens as the batched rows
         for label, kind, path in targets[:2]:
-            rows.append({"runner": f"{label}, batch {batch} ({n_batch} tok)", "batch": batch,
+            rows.append({"runner": f"{label}, batch {batch} ({n_batch} tok)", "lane": label, "batch": batch,
                          **run_child(kind, path, batch_tokens, ev.window, ev.stride, threads, batch)})
     long_row = {"runner": f"ORT base, {long_tokens.shape[0]} tokens",
                 **run_child("ort", base_onnx, long_tokens, ev.window, ev.stride, threads)}
@@ -289,8 +289,8 @@ def batch_lines(b: dict[str, Any]) -> list[str]:
     """Per runner: batched tok/s as a multiple of batch 1 on the same tokens."""
     rows = [r for r in b["runners"] if "batch" in r and "tokens_per_s" in r]
     lines = []
-    for name in dict.fromkeys(r["runner"].split(", batch")[0] for r in rows):
-        mine = {r["batch"]: r["tokens_per_s"] for r in rows if r["runner"].startswith(f"{name}, batch")}
+    for name in dict.fromkeys(r["lane"] for r in rows):
+        mine = {r["batch"]: r["tokens_per_s"] for r in rows if r["lane"] == name}
         if 1 in mine and len(mine) > 1:
             rel = ", ".join(f"batch {k} {v:.0f} tok/s = {v / mine[1]:.2f} x" for k, v in mine.items() if k != 1)
             lines.append(f"{name}: batch 1 {mine[1]:.0f} tok/s; {rel} batch 1 ({b.get('batch_tokens')} tokens)")

@@ -39,12 +39,10 @@ def test_batch_stream_fills_every_batch(window: int, stride: int, at_least: int)
 
 
 def test_batch_rows_are_compared_with_batch_one_not_with_fp32() -> None:
-    runners = [{"runner": "ORT base", "tokens_per_s": 700.0},
-               {"runner": "ORT rtn", "tokens_per_s": 350.0},
-               {"runner": "ORT base, batch 1 (2561 tok)", "batch": 1, "tokens_per_s": 600.0},
-               {"runner": "ORT base, batch 8 (2561 tok)", "batch": 8, "tokens_per_s": 900.0},
-               {"runner": "torch reference, batch 1 (2561 tok)", "batch": 1, "tokens_per_s": 300.0},
-               {"runner": "torch reference, batch 8 (2561 tok)", "batch": 8, "tokens_per_s": 150.0}]
+    runners = [{"runner": "ORT base", "tokens_per_s": 700.0}, {"runner": "ORT rtn", "tokens_per_s": 350.0}]
+    for lane, speeds in (("ORT base", (600.0, 900.0)), ("torch reference", (300.0, 150.0))):
+        runners += [{"runner": f"{lane}, batch {n} (2561 tok)", "lane": lane, "batch": n, "tokens_per_s": v}
+                    for n, v in zip((1, 8), speeds, strict=True)]
     b = {"cpu": {"model": "x", "cores": 2, "isa": []}, "overhead": {"ratio": 1.0}, "runners": runners,
          "rss_long": {}, "batch_tokens": 2561}
     text = "\n".join(verdicts(b))

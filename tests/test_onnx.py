@@ -19,16 +19,6 @@ from evalsuite.models.torch_runner import TorchRunner
 from evalsuite.scoring.lanes import score_stream
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("onnx-cache")
-
-
-@pytest.fixture(scope="module")
-def fp32_dir(tiny_llama_dir: Path, cache: Path) -> Path:
-    return build_onnx(tiny_llama_dir, "fp32", cache=cache)
-
-
 def builder(src: Path, out: Path, *extra: str) -> Path:
     cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(src), "-o", str(out), "-p", "fp32",
            "-e", "cpu", "-c", str(out.parent / "scratch")]

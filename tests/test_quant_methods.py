@@ -92,18 +92,6 @@ def test_quant_settings_load(tmp_path: Path) -> None:
     assert (v.method, v.symmetric, v.embedding, v.block_size) == ("hqq", False, "fp32", 128)
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("quant-cache")
-
-
-@pytest.fixture(scope="module")
-def fp32_dir(tiny_llama_dir: Path, cache: Path) -> Path:
-    from evalsuite.models.onnx_build import build_onnx
-
-    return build_onnx(tiny_llama_dir, "fp32", cache=cache)
-
-
 def nbits(folder: Path) -> dict[str, dict[str, object]]:
     """MatMulNBits nodes of a model: name -> {inputs: arrays, attrs}."""
     import onnx
