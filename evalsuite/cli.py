@@ -107,6 +107,9 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stride", type=int, help="new tokens scored per window (<= window)")
     p.add_argument("--max-tokens", type=int, help="truncate each token stream to its first N tokens")
     p.add_argument("--runner", action="append", choices=["torch", "ort"], help="repeatable")
+    p.add_argument("--task", action="append", metavar="NAME", help="accuracy task (hellaswag, arc_easy, ... or "
+                   "path/to/mine.toml); repeatable, replaces the suite's [[tasks]]")
+    p.add_argument("--limit", type=int, help="score the first N examples of each task (lm-eval's --limit)")
     p.add_argument("--provider", help="ONNX Runtime execution provider: cpu, cuda, dml (default cpu)")
     p.add_argument("--threads", type=int, help="intra-op threads for torch and ONNX Runtime")
     p.add_argument("--batch-size", type=int, help="windows of equal shape per session.run / torch forward "
@@ -175,7 +178,10 @@ def suite_from_args(args: argparse.Namespace) -> Any:
         entries = suite.datasets  # --dataset / --text replace both [eval] datasets and [[datasets]]
         if args.dataset or args.text:
             entries = tuple(DatasetCfg(text=str(Path(t).expanduser().absolute())) for t in args.text or ())
-        out = dataclasses.replace(suite, eval=ev, model=model, datasets=entries)
+        from evalsuite.task_config import cli_tasks
+
+        tasks = cli_tasks(suite.tasks, args.task, args.limit)
+        out = dataclasses.replace(suite, eval=ev, model=model, datasets=entries, tasks=tasks)
         out = anchor_paths(out, (args.config or DEFAULT_SUITE).resolve().parent)
     except ValueError as err:
         raise UsageError(f"{err}; change the command-line options or the suite") from None

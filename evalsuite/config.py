@@ -13,6 +13,7 @@ from typing import Literal
 from evalsuite import tomlio
 from evalsuite.errors import ConfigError
 from evalsuite.models.source import DEFAULT_MODEL
+from evalsuite.task_config import TaskCfg, TaskParity, TaskThresholds, check_tasks
 
 DEFAULT_SUITE = Path(__file__).resolve().parent / "default_suite.toml"
 NAME = re.compile(r"[A-Za-z0-9._-]+")  # variant names: shown in tables (rich markup) and file names
@@ -258,11 +259,16 @@ class Suite:
     parity: Parity = field(default_factory=Parity)
     baseline: BaselineCfg = field(default_factory=BaselineCfg)
     datasets: tuple[DatasetCfg, ...] = ()  # [[datasets]]: scored after [eval] datasets
+    tasks: tuple[TaskCfg, ...] = ()  # [[tasks]]: accuracy tasks (task_config.py)
+    task_thresholds: TaskThresholds = field(default_factory=TaskThresholds)
+    task_parity: TaskParity = field(default_factory=TaskParity)
 
     def __post_init__(self) -> None:
         labels = dataset_labels(self)
-        if not labels:
-            raise ValueError("datasets must name at least one dataset ([eval] datasets or [[datasets]])")
+        if not labels and not self.tasks:
+            raise ValueError("the suite names nothing to score: give datasets ([eval] datasets or [[datasets]]) "
+                             "or tasks ([[tasks]], --task)")
+        check_tasks(self.tasks, self.task_thresholds, [v.name for v in self.variants])
         twice = sorted({x for x in labels if labels.count(x) > 1})
         if twice:
             raise ValueError(f"dataset label '{twice[0]}' is used twice; give each dataset its own label")
@@ -337,7 +343,9 @@ def anchor_paths(suite: Suite, folder: Path) -> Suite:
     entries = tuple(replace(d, text=_anchor(folder, d.text),
                             data_files=tuple(str(folder / Path(f).expanduser()) for f in d.files()) or None)
                     for d in suite.datasets)
-    return replace(suite, eval=replace(suite.eval, datasets=tuple(refs)), datasets=entries)
+    tasks = tuple(replace(t, name=str(folder / Path(t.name).expanduser())) if is_path_ref(t.name) else t
+                  for t in suite.tasks)
+    return replace(suite, eval=replace(suite.eval, datasets=tuple(refs)), datasets=entries, tasks=tasks)
 
 
 def _anchor(folder: Path, value: str | None) -> str | None:

@@ -28,6 +28,8 @@ from evalsuite.scoring.lanes import Lane, Runner, RunResult, new_lane, score_lan
 from evalsuite.scoring.metrics import paired_metrics, solo_metrics, unit_metrics
 from evalsuite.scoring.tokenstats import SOLO
 from evalsuite.stages import NullProgress, stage
+from evalsuite.task_suite import TaskLane, TaskSet, load_tasks, score_task_lanes, task_content, task_document
+from evalsuite.task_suite import prepare as prepare_tasks
 
 PARITY_ROWS = 64  # logit rows compared at once (64 x 262,144 vocab x 8 B = 134 MB of float64)
 PACKAGES = ("evalsuite", "torch", "transformers", "onnxruntime", "onnxruntime-genai", "numpy", "tokenizers")
@@ -144,6 +146,8 @@ class Evaluation:
     shard: tuple[int, int] | None = None
     scored_windows: dict[tuple[str, str, str], list[int]] = field(default_factory=dict)
     identities: dict[str, Any] = field(default_factory=dict)  # "base_onnx", "variants": what was scored
+    task_sets: list[TaskSet] = field(default_factory=list)  # accuracy tasks (task_suite.py)
+    task_lanes: list[TaskLane] = field(default_factory=list)
 
 
 def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = None,
@@ -162,14 +166,16 @@ def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = No
         raise UsageError("--shard with per-document scoring is not supported (merge re-plans one stream); "
                          "score per-document datasets without --shard")
     texts = load_texts(suite, data_dir)
+    task_sets = load_tasks(suite.tasks)
     with stage(progress, f"model {suite.model.source}: resolve (GGUF export / download when not cached)"):
         source = model_source.resolve(suite.model.source, suite.model.trust_remote_code)
     check_positions(suite, source.path)
     check_variants(suite.variants, source.path)
     with stage(progress, "tokenize datasets"):
         streams = load_streams(suite, source, texts)
+        prepare_tasks(task_sets, source.path)
     check_shard(streams, shard)
-    out = Evaluation(suite, provenance=provenance(source, streams), resume=resume, shard=shard)
+    out = Evaluation(suite, provenance=provenance(source, streams), resume=resume, shard=shard, task_sets=task_sets)
     custom = set(custom_labels(suite))  # not pinned by a packaged TOML: bound by the text's sha256
     out.identities["data"] = {s.label: s.text.sha256 for s in streams if s.label in custom}
     out.provenance["data_dir"] = str(data_dir) if data_dir else None
@@ -214,7 +220,7 @@ def _advanced(item: Any, advance: Any) -> Any:
 
 def _checked(runner: Runner, streams: list[Stream]) -> Runner:
     """Refuse a runner whose logits are narrower than the tokenizer's vocabulary."""
-    need = max(s.tokenizer_vocab for s in streams)
+    need = max((s.tokenizer_vocab for s in streams), default=0)
     if runner.vocab_size < need:
         raise ModelError(f"the {runner.name} model outputs {runner.vocab_size} logits but the tokenizer has "
                          f"{need} tokens; the model and tokenizer do not belong together")
@@ -347,6 +353,10 @@ def _score_group(out: Evaluation, group: list[tuple[str, Runner]], streams: list
         out.provenance.setdefault("wall_seconds", {})[f"{names} · {stream.label}"] = round(wall, 3)
         for lane in lanes:
             _collect(out, lane, lanes[0], stream, indices, lane.seconds)
+    if out.task_sets:
+        task_lanes, errors = score_task_lanes(group, out.task_sets, progress, out.resume, out.shard)
+        out.task_lanes += task_lanes
+        out.errors += errors
 
 
 def _journal(lane: Lane, base: Lane, stream: Stream) -> Journal | None:
@@ -461,6 +471,7 @@ def to_document(ev: Evaluation) -> dict[str, Any]:
             "base_onnx": ev.identities.get("base_onnx"),
             "variants": {name: info.get("identity") for name, info in ev.variants.items()},
             **({"data": ev.identities["data"]} if ev.identities.get("data") else {})}},
+        **({"tasks": task_document(ev.task_sets, ev.task_lanes, ev.shard)} if ev.task_sets else {}),
         "complete": not ev.errors and ev.shard is None,
         "shard": {"index": ev.shard[0], "count": ev.shard[1]} if ev.shard else None,
         "provenance": ev.provenance,
@@ -503,6 +514,8 @@ def content_identity(suite: Suite, data_dir: Path | None = None) -> dict[str, An
                 out["variants"][v.name] = f"unavailable: {err}"
     if custom_labels(suite):
         out["data"] = custom_data_identity(suite, data_dir)
+    if suite.tasks:
+        out["tasks"] = task_content(suite)
     return out
 
 

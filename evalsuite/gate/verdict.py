@@ -12,6 +12,7 @@ from typing import Any
 from evalsuite.config import Suite, dataset_labels
 from evalsuite.gate.binding import integrity_checks
 from evalsuite.gate.checks import Check, error_for, find_run, make_check, parity_checks, variant_checks
+from evalsuite.gate.task_checks import task_checks
 
 
 def compare(doc: dict[str, Any], suite: Suite, content: dict[str, Any] | None = None) -> list[Check]:
@@ -27,6 +28,7 @@ def compare(doc: dict[str, Any], suite: Suite, content: dict[str, Any] | None = 
             checks += parity_checks(doc, suite, ds)
         for v in suite.variants:
             checks += variant_checks(doc, v.name, ds, base_runner, suite.thresholds.limits(v.name, ds))
+    checks += task_checks(doc, suite, content)
     for err in doc.get("errors", []):
         checks.append(make_check("scoring", err["variant"], err.get("dataset") or "*", None, 0.0, "max",
                                  detail=f"error: {err['message']}"))

@@ -1,0 +1,121 @@
+"""Log-likelihood requests as lm-evaluation-harness's HF backend scores them, on any runner.
+
+Tokenization (lm-eval `HFLM._encode_pair`): trailing whitespace of the context moves to the
+front of the continuation; the pair is encoded whole and the context alone (no special tokens,
+lm-eval's default for causal models without `add_bos_token`), and the continuation's tokens are the
+whole encoding past the context's length. An empty context is the prefix token (BOS/EOS). The model
+is fed `(context + continuation)[-(max_length + 1):][:-1]`; the last `len(continuation)` positions'
+log-softmax give the continuation's log-likelihood (summed in float64) and whether every
+continuation token is the argmax (`is_greedy`, LAMBADA's accuracy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from evalsuite.data.task_prompts import Example
+from evalsuite.errors import ScoringError
+
+
+class LogitsRunner(Protocol):
+    name: str
+
+    def logits(self, input_ids: np.ndarray, k: int) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Tokenized:
+    """One example's requests as token ids: `inputs[j]` fed, `targets[j]` scored (the last positions)."""
+
+    inputs: tuple[np.ndarray, ...]
+    targets: tuple[np.ndarray, ...]
+
+
+def encode_pair(tokenizer: Any, context: str, continuation: str, prefix_token: int | None) -> tuple[list[int],
+                                                                                                   list[int]]:
+    if context == "":
+        if prefix_token is None:
+            raise ScoringError("an empty context needs a prefix token, and the tokenizer has no BOS or EOS")
+        return [prefix_token], encode(tokenizer, continuation)
+    spaces = len(context) - len(context.rstrip())
+    if spaces:
+        continuation = context[-spaces:] + continuation
+        context = context[:-spaces]
+    whole = encode(tokenizer, context + continuation)
+    ctx = encode(tokenizer, context)
+    return ctx, whole[len(ctx):]
+
+
+def encode(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def prefix_token(tokenizer: Any) -> int | None:
+    """lm-eval's `prefix_token_id`: BOS when the tokenizer has one, else EOS."""
+    for tok in (tokenizer.bos_token_id, tokenizer.eos_token_id):
+        if tok is not None:
+            return int(tok)
+    return None
+
+
+def tokenize_examples(tokenizer: Any, examples: Sequence[Example], max_length: int) -> list[Tokenized]:
+    prefix = prefix_token(tokenizer)
+    out = []
+    for ex in examples:
+        inputs, targets = [], []
+        for req in ex.requests:
+            ctx, cont = encode_pair(tokenizer, req.context, req.continuation, prefix)
+            if not cont:
+                raise ScoringError(f"example {ex.index}: continuation {req.continuation!r} has no tokens")
+            whole = (ctx + cont)[-(max_length + 1):]
+            if len(cont) > len(whole) - 1:
+                raise ScoringError(f"example {ex.index}: continuation of {len(cont)} tokens does not fit "
+                                   f"the model's {max_length} positions")
+            inputs.append(np.asarray(whole[:-1], dtype=np.int64))
+            targets.append(np.asarray(cont, dtype=np.int64))
+        out.append(Tokenized(tuple(inputs), tuple(targets)))
+    return out
+
+
+def score_request(runner: LogitsRunner, inputs: np.ndarray, targets: np.ndarray) -> tuple[float, bool]:
+    """(log P(targets | context), every target greedy) from the last len(targets) positions."""
+    k = int(targets.shape[0])
+    logits = np.asarray(runner.logits(inputs, k), dtype=np.float64)
+    if logits.shape[0] != k or not np.all(np.isfinite(logits)):
+        raise ScoringError(f"the {runner.name} model returned non-finite or mis-shaped logits "
+                           f"({list(logits.shape)}) for a request of {k} continuation tokens")
+    top = logits.max(axis=1, keepdims=True)
+    logz = (top[:, 0] + np.log(np.exp(logits - top).sum(axis=1)))
+    rows = np.arange(k)
+    ll = float(np.sum(logits[rows, targets] - logz))
+    greedy = bool(np.all(logits.argmax(axis=1) == targets))
+    return ll, greedy
+
+
+def score_example(runner: LogitsRunner, tok: Tokenized) -> np.ndarray:
+    """float64 [n_requests, 2]: log-likelihood and is_greedy (1.0 / 0.0) per request."""
+    return np.asarray([score_request(runner, i, t) for i, t in zip(tok.inputs, tok.targets, strict=True)],
+                      dtype=np.float64)
+
+
+def forwarded_tokens(tokenized: Sequence[Tokenized]) -> int:
+    """Tokens fed to the model for these examples (one forward per request, as lm-eval's HF backend)."""
+    return sum(int(i.shape[0]) for t in tokenized for i in t.inputs)
+
+
+def score_examples(runner: LogitsRunner, tokenized: Sequence[Tokenized], indices: Sequence[int],
+                   done: dict[int, np.ndarray] | None = None,
+                   on_example: Callable[[int, np.ndarray], None] | None = None) -> dict[int, np.ndarray]:
+    """Score the examples at `indices` (those in `done` are reused), calling `on_example` after each."""
+    out = dict(done or {})
+    for i in indices:
+        if i in out:
+            continue
+        out[i] = score_example(runner, tokenized[i])
+        if on_example is not None:
+            on_example(i, out[i])
+    return out
