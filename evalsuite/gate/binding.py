@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from evalsuite.config import DatasetCfg, Suite, VariantCfg, dataset_labels
+from evalsuite.config import DatasetCfg, Parity, Suite, VariantCfg, dataset_labels
 from evalsuite.gate.checks import Check
 from evalsuite.gate.consistency import POLICY_KEYS, implausible, problem
 from evalsuite.models.onnx_build import execution_target
@@ -50,6 +50,8 @@ def model_settings(suite: Suite) -> dict[str, Any]:
     target = execution_target(suite.eval.provider)
     if target != "cpu":
         out["execution"] = target
+    if suite.eval.torch_device == "cuda":  # the torch reference's numbers (parity) on another device
+        out["torch_device"] = "cuda"
     return out
 
 
@@ -67,6 +69,8 @@ def suite_binding(suite: Suite) -> dict[str, Any]:
         out["documents"] = True
     if suite.datasets:
         out["sources"] = {d.run_label: dataset_settings(d, ev.documents) for d in suite.datasets}
+    if suite.parity.sample_windows != Parity().sample_windows:  # which windows the parity logits come from
+        out["parity_windows"] = suite.parity.sample_windows
     return out
 
 
@@ -139,7 +143,8 @@ def policy_check(doc: dict[str, Any], want: dict[str, Any]) -> Check:
 def suite_check(have: dict[str, Any], want: dict[str, Any]) -> Check:
     """Same datasets, runners and variant names as the suite asks for (settings: variant_check)."""
     diff = [f"{key} {have.get(key)} (suite: {want.get(key)})" for key in ("datasets", "runners", "documents",
-                                                                          "sources") if have.get(key) != want.get(key)]
+                                                                          "sources", "parity_windows")
+            if have.get(key) != want.get(key)]
     names, wanted = sorted(have.get("variants") or {}), sorted(want["variants"])
     if names != wanted:
         diff.append(f"variants {names} (suite: {wanted})")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from evalsuite.data.windows import plan_windows
+from evalsuite.data.windows import window_count
 
 REL_TOL = 1e-9
 # PPL above this is no language model's: 3800x worse than guessing uniformly over a 262,144-token
@@ -32,6 +32,14 @@ def num(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def table(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def integer(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def close(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=REL_TOL, abs_tol=0.0)
 
@@ -43,7 +51,7 @@ def implausible(run: dict[str, Any]) -> str:
         return f"PPL {run.get('ppl')!r} (must be a finite number > 1 and <= {PPL_MAX:g})"
     if "tokens_scored" in run and (tokens is None or tokens < 1):
         return f"tokens_scored {run.get('tokens_scored')!r} (must be >= 1)"
-    metrics = run.get("metrics") if isinstance(run.get("metrics"), dict) else {}
+    metrics = table(run.get("metrics"))
     for key, value in metrics.items():
         if num(value) is None or not math.isfinite(float(value)):
             return f"metrics.{key} {value!r} (must be a finite number)"
@@ -78,15 +86,16 @@ def stream_problem(run: dict[str, Any], policy: dict[str, Any], one_stream: bool
     for key in POLICY_KEYS:
         if key in run and key in policy and run[key] != policy[key]:
             return f"{key} {run[key]!r} but the document's policy says {policy[key]!r}"
-    n, scored, windows = (run.get(k) for k in ("tokens_in_stream", "tokens_scored", "windows"))
-    if not all(isinstance(x, int) and not isinstance(x, bool) for x in (n, scored, windows)):
+    n, scored, windows = (integer(run.get(k)) for k in ("tokens_in_stream", "tokens_scored", "windows"))
+    if n is None or scored is None or windows is None:
         return ""
     if not 1 <= scored <= n - 1:
         return f"tokens_scored {scored} of a {n}-token stream (at most {n - 1} can be scored)"
-    if one_stream and isinstance(run.get("window"), int) and isinstance(run.get("stride"), int):
-        if not 1 <= run["stride"] <= run["window"]:
-            return f"stride {run['stride']} with window {run['window']}"
-        planned = len(plan_windows(n, run["window"], run["stride"]))
+    window, stride = integer(run.get("window")), integer(run.get("stride"))
+    if one_stream and window is not None and stride is not None:
+        if not 1 <= stride <= window:
+            return f"stride {stride} with window {window}"
+        planned = window_count(n, window, stride)
         if (windows, scored) != (planned, n - 1):
             return (f"{windows} windows / {scored} tokens scored, but a {n}-token stream has {planned} windows "
                     f"and {n - 1} targets")
@@ -95,7 +104,7 @@ def stream_problem(run: dict[str, Any], policy: dict[str, Any], one_stream: bool
 
 def interval_problem(run: dict[str, Any], base: dict[str, Any] | None) -> str:
     """The paired ΔPPL interval holds its own estimate, PPL(variant) - PPL(base)."""
-    metrics = run.get("metrics") if isinstance(run.get("metrics"), dict) else {}
+    metrics = table(run.get("metrics"))
     low, high = num(metrics.get("dppl_ci95_low")), num(metrics.get("dppl_ci95_high"))
     if low is None or high is None or base is None or num(base.get("ppl")) is None:
         return ""
@@ -108,7 +117,7 @@ def interval_problem(run: dict[str, Any], base: dict[str, Any] | None) -> str:
 
 def run_problem(doc: dict[str, Any], run: dict[str, Any], first: dict[str, Any] | None) -> str:
     one_stream = not (doc.get("shard") or _documents(doc, run.get("dataset")))
-    policy = doc.get("policy") if isinstance(doc.get("policy"), dict) else {}
+    policy = table(doc.get("policy"))
     why = implausible(run) or nll_problem(run) or stream_problem(run, policy, one_stream)
     if not why and first is not None:
         diff = [k for k in STREAM_KEYS if k in run and k in first and run[k] != first[k]]
@@ -142,7 +151,24 @@ def parity_problem(doc: dict[str, Any]) -> str:
             return f"parity[{i}].max_abs_dlogit {rec.get('max_abs_dlogit')!r} (must be finite and >= 0)"
         if agree is None or not 0.0 <= agree <= 1.0:
             return f"parity[{i}].top1_agree {rec.get('top1_agree')!r} (must be in [0, 1])"
+        why = parity_windows_problem(doc, rec)
+        if why:
+            return f"parity[{i}]: {why}"
     return ""
+
+
+def parity_windows_problem(doc: dict[str, Any], rec: dict[str, Any]) -> str:
+    """The windows a parity record compared are the evenly spaced ones suite.parity_stats picks."""
+    base = next((r for r in doc.get("runs", []) if r.get("variant") == "base" and r.get("dataset") ==
+                 rec.get("dataset") and isinstance(r.get("windows"), int)), None)
+    if "windows" not in rec or base is None or doc.get("shard"):
+        return ""
+    n = ((doc.get("binding") or {}).get("suite") or {}).get("parity_windows", 2)
+    total = base["windows"]
+    if not isinstance(n, int) or n < 1:
+        return f"parity_windows {n!r} in the binding"
+    picks = sorted({round(i * (total - 1) / max(1, n - 1)) for i in range(min(n, total))})
+    return "" if rec["windows"] == picks else f"compared windows {rec['windows']!r}, the suite's sampling is {picks}"
 
 
 def model_problem(doc: dict[str, Any]) -> str:
