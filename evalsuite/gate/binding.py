@@ -1,10 +1,12 @@
 """Is a results document exactly the configured run? Checked before any threshold, pure (no I/O).
 
 A document carries `binding`: what the suite asked for (`suite`: window policy, datasets, runners,
-model settings, every variant's settings) and what was scored (`content`: the model's origin and
-tokenizer sha256, the ORT base's identity, every variant's identity: the content hash of a given
-ONNX file and its data, or the build key of a cached build). The gate fails, with a named check,
-on a shard or incomplete document, on any binding mismatch, and on values no real run produces.
+model settings, every variant's settings, parity sampling) and what was scored (`content`: the
+model's origin and tokenizer sha256 (every tokenizer file), the ORT base's identity, every
+variant's identity: the content hash of a given ONNX file and its data, or the build key of a
+cached build; every dataset's text sha256). The gate fails, with a named check, on a shard or
+incomplete document, on any binding mismatch, and on values no real run produces or that do not
+follow from the document's other values (gate/consistency.py).
 """
 
 from __future__ import annotations
