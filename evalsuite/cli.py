@@ -435,7 +435,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     check_writable(args.out)
     suite = suite_from_args(args)
     run_preflight(args, suite)
-    doc = results.read(args.results, "results") if args.results else score(args, suite)
+    doc = results.read(args.results, "results", strict=True) if args.results else score(args, suite)
     if doc.get("shard") or doc.get("complete") is not True or doc.get("errors"):
         raise UsageError("the results are a shard, incomplete or have scoring errors; a baseline must come from "
                          "a complete run (merge the shards first)")

@@ -272,6 +272,7 @@ class Suite:
         twice = sorted({x for x in labels if labels.count(x) > 1})
         if twice:
             raise ValueError(f"dataset label '{twice[0]}' is used twice; give each dataset its own label")
+        check_custom_labels(self)
         names = [v.name for v in self.variants]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -304,6 +305,25 @@ def is_path_ref(name: str) -> bool:
 def dataset_labels(suite: Suite) -> list[str]:
     """Every dataset's run label, in scoring order: [eval] datasets, then [[datasets]]."""
     return [run_label(d) for d in suite.eval.datasets] + [d.run_label for d in suite.datasets]
+
+
+def custom_labels(suite: Suite) -> list[str]:
+    """Labels of datasets not pinned by a packaged TOML: [[datasets]] / --text entries and TOMLs given by path."""
+    return [run_label(d) for d in suite.eval.datasets if is_path_ref(d.partition(":")[0])] + \
+        [d.run_label for d in suite.datasets]
+
+
+def check_custom_labels(suite: Suite) -> None:
+    """A packaged dataset's label means the packaged text: no other source may take its name (a file
+    `wikitext2.toml` or `ptb.txt`, or `label = "ptb"`), or its numbers would pass for the packaged ones."""
+    from evalsuite.data.corpora import known_datasets
+
+    packaged = set(known_datasets())
+    for label in custom_labels(suite):
+        if label.partition(":")[0] in packaged:
+            raise ValueError(f"dataset label '{label}' is the name of a packaged dataset, but it names other data "
+                             "(a dataset TOML, text or data file of that name); rename the file or set another "
+                             "label, or use the packaged dataset by its name")
 
 
 def check_dataset_keys(suite: Suite, where: str) -> None:

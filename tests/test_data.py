@@ -25,6 +25,7 @@ def test_specs_load(name: str, join: str) -> None:
     spec = data.load_spec(name)
     assert spec.join == join and spec.default_split == "test"
     assert all(len(s.sha256) == 64 for s in spec.splits.values())
+    assert all(len(s.text_sha256 or "") == 64 for s in spec.splits.values())  # what the label means
 
 
 def test_real_texts_are_joined_rows(data_dir: Path) -> None:

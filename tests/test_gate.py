@@ -38,10 +38,21 @@ min_top1_agree = 0.99
 
 
 def run(variant: str, runner: str, dataset: str, ppl: float) -> dict[str, Any]:
+    """A consistent run (gate/consistency.py): 1023 targets of a 1024-token stream in 3 windows,
+    nll_sum and nll_mean those of `ppl`."""
+    import math
+
     return {"model": "m", "variant": variant, "runner": runner, "dataset": dataset, "split": "test",
             "window": 512, "stride": 256, "bos": False, "max_tokens": None, "tokens_in_stream": 1024,
-            "tokens_scored": 1023, "windows": 4, "nll_sum": 1.0, "nll_mean": 1.0, "ppl": ppl,
-            "seconds": 1.0, "tokens_per_s": 1023.0}
+            "tokens_scored": 1023, "windows": 3, "nll_sum": math.log(ppl) * 1023, "nll_mean": math.log(ppl),
+            "ppl": ppl, "seconds": 1.0, "tokens_per_s": 1023.0}
+
+
+def retarget(r: dict[str, Any], ppl: float) -> None:
+    """Set a run's PPL keeping it consistent (its NLL follows)."""
+    import math
+
+    r.update(ppl=ppl, nll_mean=math.log(ppl), nll_sum=math.log(ppl) * r["tokens_scored"])
 
 
 def binding(suite_text: str, model: str = "smollm2-135m-instruct") -> dict[str, Any]:
@@ -56,16 +67,23 @@ def binding(suite_text: str, model: str = "smollm2-135m-instruct") -> dict[str, 
     suite = tomlio.load(Suite, tomllib.loads(suite_text), "suite")
     return {"suite": suite_binding(suite), "content": {
         "model": {"origin_sha256": origin_sha256(model), "tokenizer_sha256": "t" * 64},
-        "base_onnx": "b" * 20, "variants": {v.name: "k" * 20 for v in suite.variants}}}
+        "base_onnx": "b" * 20, "variants": {v.name: "k" * 20 for v in suite.variants},
+        "data": {d: TEXTS[d] for d in suite.eval.datasets if d in TEXTS}}}
 
 
+# The packaged texts' pinned sha256 (datasets_cfg/*.toml text_sha256): what the labels mean.
+TEXTS = {"wikitext2": "696cca6b65a171b0a358a4be6732cdfdf2dd6164a32e20fd70e3c13fc4dfae83",
+         "ptb": "900cfc61a7a63afcd086c5e1cce90554764eae65cb2ca9f5d4cac47be5f0f394"}
+
+
+BINDING = binding(SUITE)
 GOOD: dict[str, Any] = {
     "schema_version": 2,
-    "binding": binding(SUITE),
+    "binding": BINDING,
     "complete": True,
     "shard": None,
-    "provenance": {"model": {"source": "smollm2-135m-instruct", "origin_sha256": "o" * 64,
-                             "tokenizer_sha256": "t" * 64}},
+    "provenance": {"model": {"source": "smollm2-135m-instruct", "origin_sha256": BINDING["content"]["model"][
+        "origin_sha256"], "tokenizer_sha256": "t" * 64}, "data": {d: {"text_sha256": t} for d, t in TEXTS.items()}},
     "policy": {"window": 512, "stride": 256, "bos": False, "max_tokens": None},
     "runs": [run("base", "torch", "wikitext2", 20.0), run("base", "ort", "wikitext2", 20.0001),
              run("rtn", "ort", "wikitext2", 21.5), run("base", "torch", "ptb", 50.0),
@@ -80,9 +98,9 @@ def mutate(kind: str) -> dict[str, Any]:
     doc = copy.deepcopy(GOOD)
     runs = doc["runs"]
     if kind == "abs":  # +2.5 PPL on wikitext2 > 2.0 (rel 12.5% fails too)
-        runs[2]["ppl"] = 22.5
+        retarget(runs[2], 22.5)
     elif kind == "rel":  # ptb: +5.2 PPL, over the ptb abs override (5.0) and +10.4% > 10%
-        runs[5]["ppl"] = 55.2
+        retarget(runs[5], 55.2)
     elif kind == "missing":
         del runs[5]
     elif kind == "scoring-error":
@@ -91,7 +109,7 @@ def mutate(kind: str) -> dict[str, Any]:
                           "message": "non-finite logits (NaN/Inf) at scored row 3"}]
         doc["complete"] = False
     elif kind == "parity-ppl":
-        runs[1]["ppl"] = 20.01
+        retarget(runs[1], 20.01)
     elif kind == "parity-logit":
         doc["parity"][1]["max_abs_dlogit"] = 0.5
     elif kind == "parity-missing":
@@ -177,7 +195,7 @@ def test_baseline_regression(tmp_path: Path) -> None:
     gate = ["gate", "--config", str(tmp_path / "s.toml"), "--baseline", str(tmp_path / "b.json")]
     assert main([*gate, "--results", str(tmp_path / "r.json")]) == 0
     worse = mutate("good")
-    worse["runs"][0]["ppl"] = 20.5  # torch base 2.5% above its baseline (> 1%)
+    retarget(worse["runs"][0], 20.5)  # torch base 2.5% above its baseline (> 1%)
     (tmp_path / "w.json").write_text(json.dumps(worse))
     assert main([*gate, "--results", str(tmp_path / "w.json")]) == 1
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_gate import GOOD, SUITE
+from test_gate import GOOD, SUITE, retarget
 
 from evalsuite.cli import main
 
@@ -46,7 +46,7 @@ def negative_kld(doc: Doc) -> None:  # case 2: KL divergence is never negative
 
 def duplicated_run(doc: Doc) -> None:  # case 2: the first of two runs used to win silently
     bad = copy.deepcopy(doc["runs"][2])
-    bad["ppl"] = 99.0
+    retarget(bad, 99.0)
     doc["runs"].append(bad)
 
 
@@ -149,6 +149,8 @@ def test_per_dataset_thresholds_left_without_a_dataset(tmp_path: Path, capsys: p
 def baseline_of(doc: Doc, tmp_path: Path, **changes: Any) -> Path:
     base = copy.deepcopy(doc)
     base["provenance"]["model"].update(changes)
+    model = base["binding"]["content"]["model"]  # the baseline's binding names the same model
+    model.update({k: v for k, v in changes.items() if k in model})
     path = tmp_path / "b.json"
     path.write_text(json.dumps({"baseline": True, **base}))
     return path
@@ -164,7 +166,7 @@ def test_two_sided_baseline_catches_improvement(tmp_path: Path) -> None:  # case
     path = baseline_of(GOOD, tmp_path)
     halved = copy.deepcopy(GOOD)
     for r in halved["runs"]:
-        r["ppl"] = r["ppl"] / 2
+        retarget(r, r["ppl"] / 2)
     assert gate(tmp_path, halved, SUITE, "--baseline", str(path)) == 0  # one-sided: an "improvement" passes
     assert gate(tmp_path, halved, SUITE + "[baseline]\nmax_rel_change = 0.2\n", "--baseline", str(path)) == 1
     assert failing(tmp_path) == {"baseline_rel_change"}
@@ -176,10 +178,12 @@ def test_model_override_with_the_suites_baseline(tmp_path: Path, tiny_llama_dir:
 
     baseline = baseline_of(GOOD, tmp_path)
     doc = copy.deepcopy(GOOD)
+    from evalsuite.models.source import tokenizer_sha256
+
     doc["binding"] = binding(SUITE.replace("[eval]", f'[model]\nsource = "{tiny_llama_dir}"\n\n[eval]'),
                              str(tiny_llama_dir))
-    doc["provenance"]["model"] = {"source": str(tiny_llama_dir), "origin_sha256": "1" * 64,
-                                  "tokenizer_sha256": "2" * 64}
+    doc["binding"]["content"]["model"]["tokenizer_sha256"] = tokenizer_sha256(str(tiny_llama_dir))
+    doc["provenance"]["model"] = {"source": str(tiny_llama_dir), **doc["binding"]["content"]["model"]}
     assert gate(tmp_path, doc, SUITE, "--model", str(tiny_llama_dir), "--baseline", str(baseline)) == 1
     assert failing(tmp_path) == {"baseline_model"}
     assert f"--model {tiny_llama_dir} replaces the suite's model" in capsys.readouterr().err

@@ -72,3 +72,11 @@ def test_shards_partition_windows(n: int, window: int, count: int) -> None:
 def test_bad_shard() -> None:
     with pytest.raises(UsageError):
         shard_windows([], 2, 2)
+
+
+def test_window_count_is_the_plans_length() -> None:
+    from evalsuite.data.windows import window_count
+
+    for n in range(2, 1200, 7):
+        for window, stride in ((512, 256), (16, 16), (100, 1), (5, 3)):
+            assert window_count(n, window, stride) == len(plan_windows(n, window, stride))

@@ -37,6 +37,9 @@ class SplitSpec:
     hub_split: str
     file: str  # relative to the data dir
     sha256: str | None = None  # required for the packaged datasets (tests/test_data.py); optional in a user's TOML
+    # sha256 of the evaluation text (rows joined): what a packaged label means, from the file or the
+    # hub alike. The gate compares a results file's recorded text with it (gate/binding.py).
+    text_sha256: str | None = None
 
     def __post_init__(self) -> None:
         path = Path(self.file)
@@ -93,6 +96,12 @@ def load_spec(name: str) -> DatasetSpec:
     raise DataError(f"unknown dataset '{name}'; known datasets: {', '.join(known_datasets())}")
 
 
+def packaged_text_sha256(ref: str) -> str | None:
+    """The pinned text sha256 of a packaged dataset reference ('ptb', 'wikitext2:validation'), or None."""
+    spec, split = parse_ref(ref)
+    return spec.splits[split].text_sha256
+
+
 def parse_ref(ref: str) -> tuple[DatasetSpec, str]:
     """'wikitext2' or 'wikitext2:validation' -> (spec, split)."""
     name, _, split = ref.partition(":")
@@ -138,6 +147,9 @@ def spec_text(spec: DatasetSpec, split: str, data_dir: Path | None) -> Text:
         raise DataError(f"dataset '{spec.name}' has no [hub] source; pass --data-dir or set {DATA_DIR_ENV}")
     text = spec.join.join(rows)
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    if sp.text_sha256 is not None and digest != sp.text_sha256:
+        raise DataError(f"dataset '{spec.name}' ({split}) from {source} has text sha256 {digest[:12]}..., "
+                        f"{spec.name}.toml pins {sp.text_sha256[:12]}...; restore the canonical data")
     return Text(spec.name, split, text, digest, source, {"file_sha256": sp.sha256, "rows": len(rows)},
                 rows=tuple(rows))
 

@@ -67,6 +67,14 @@ def plan_windows(n_tokens: int, window: int, stride: int) -> list[Window]:
         first, end = end, min(end + stride, n_tokens)
 
 
+def window_count(n_tokens: int, window: int, stride: int) -> int:
+    """len(plan_windows(n_tokens, window, stride)), counted without planning (O(1) for any length)."""
+    check_policy(window, stride)
+    if n_tokens < 2:
+        raise DataError(f"only {n_tokens} token(s) to score; at least 2 are needed")
+    return 1 + max(0, -(-(n_tokens - 1 - window) // stride))
+
+
 def shard_windows(windows: list[T], index: int, count: int) -> list[T]:
     """The deterministic shard `index` of `count` (0-based): every count-th window from index."""
     if count < 1 or not 0 <= index < count:

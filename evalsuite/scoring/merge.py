@@ -7,15 +7,16 @@ over the whole plan and summarizes them the way an unsharded run does, so PPL ma
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
-from evalsuite.data.windows import Window, plan_windows
+from evalsuite.data.windows import Window, plan_windows, window_count
 from evalsuite.errors import DataError
 from evalsuite.scoring.lanes import summarize
 from evalsuite.scoring.metrics import paired_metrics, solo_metrics, unit_metrics
-from evalsuite.scoring.tokenstats import SOLO
+from evalsuite.scoring.tokenstats import PAIRED, SOLO
 
 RUN_META = ("model", "variant", "runner", "dataset", "split", "window", "stride", "bos", "max_tokens",
             "tokens_in_stream")
@@ -36,7 +37,7 @@ def merge(docs: list[dict[str, Any]]) -> dict[str, Any]:
             metrics |= paired_metrics(cols, base[0][:, 0], windows)
         meta = {k: parts[0][k] for k in RUN_META}
         units = parts[0].get("metrics", {})
-        if "words" in units:
+        if "words" in units and "bytes" in units:
             metrics |= unit_metrics(float(np.nansum(cols[:, 0])), int(units["words"]), int(units["bytes"]))
         runs.append(summarize(cols[:, 0], windows, seconds=sum(p["seconds"] for p in parts),
                               reused_tokens=sum(p.get("reused_tokens", 0) for p in parts),
@@ -50,11 +51,17 @@ def merge(docs: list[dict[str, Any]]) -> dict[str, Any]:
 def check_shards(docs: list[dict[str, Any]]) -> None:
     if not docs:
         raise DataError("nothing to merge; give the JSON files written by each --shard i/n run")
-    shards = [d.get("shard") for d in docs]
-    if any(s is None for s in shards):
-        raise DataError("a file to merge is not a shard result; produce each with --shard i/n --json-out")
-    counts = {s["count"] for s in shards}  # type: ignore[index]
-    indices = sorted(s["index"] for s in shards)  # type: ignore[index]
+    for doc in docs:
+        shard = doc.get("shard")
+        if not isinstance(shard, dict):
+            raise DataError("a file to merge is not a shard result; produce each with --shard i/n --json-out")
+        index, count = shard.get("index"), shard.get("count")
+        if not (isinstance(index, int) and isinstance(count, int) and _is_int(index) and _is_int(count)
+                and 0 <= index < count):
+            raise DataError(f"a shard file records shard {index!r}/{count!r}, not i/n with 0 <= i < n; "
+                            "produce each with --shard i/n --json-out")
+    counts = {d["shard"]["count"] for d in docs}
+    indices = sorted(d["shard"]["index"] for d in docs)
     if len(counts) != 1 or indices != list(range(counts.pop())):
         raise DataError(f"shards {indices} do not form a complete set 0..n-1; merge one file per shard")
     if any(d["policy"] != docs[0]["policy"] for d in docs):
@@ -64,9 +71,64 @@ def check_shards(docs: list[dict[str, Any]]) -> None:
         if where:
             raise DataError(f"shard {doc['shard']['index']} differs from shard {docs[0]['shard']['index']} in "
                             f"{where}; rerun all shards from one config")
-    data = [d["provenance"].get("data") for d in docs]
+    data = [(d.get("provenance") or {}).get("data") for d in docs]
     if any(x != data[0] for x in data):
         raise DataError("shards scored different data; rerun them from one config")
+    for doc in docs:
+        check_shard_runs(doc)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def check_shard_runs(doc: dict[str, Any]) -> None:
+    """Re-derive what a shard's runs claim: each run once, its windows exactly `shard_windows(plan, i, n)`,
+    one row of finite numbers per target, and its summary (NLL sum, PPL, counts) from those rows."""
+    index, count = doc["shard"]["index"], doc["shard"]["count"]
+    seen: set[tuple[str, str, str]] = set()
+    for run in doc["runs"]:
+        key = (run["variant"], run["runner"], run["dataset"])
+        where = f"shard {index}/{count}: run {'/'.join(key)}"
+        if key in seen:
+            raise DataError(f"{where} appears twice in the file; rerun that shard")
+        seen.add(key)
+        have, rows = run.get("shard_windows"), run.get("shard_cols")
+        # Counted, not planned, before the rows are checked: a forged stream length plans nothing.
+        want = range(index, window_count(run["tokens_in_stream"], run["window"], run["stride"]), count)
+        if not isinstance(have, list) or len(have) != len(want) or have != list(want):
+            raise DataError(f"{where} holds windows {str(have)[:60]}, shard {index} of {count} of its "
+                            f"{want.stop} windows is {str(list(want[:8]))[:60]}; rerun that shard")
+        if not isinstance(rows, list) or len(rows) != len(want):
+            raise DataError(f"{where} has no per-window rows (shard_cols) for its windows; rerun that shard")
+        windows = plan_windows(run["tokens_in_stream"], run["window"], run["stride"])
+        width = len(SOLO if run["variant"] == "base" else PAIRED)
+        scored = [_window_rows(where, windows[i], part, width) for i, part in zip(want, rows, strict=True)]
+        _check_summary(where, run, np.concatenate([r[:, 0] for r in scored]), len(want))
+
+
+def _window_rows(where: str, w: Window, part: Any, width: int) -> np.ndarray:
+    try:
+        arr = np.asarray(part, dtype=np.float64)
+    except (TypeError, ValueError):
+        arr = np.empty((0, 0))
+    if arr.shape != (w.n_targets, width) or not np.isfinite(arr).all():
+        raise DataError(f"{where}: the rows of window {w.first_target}..{w.end - 1} are not {w.n_targets} rows of "
+                        f"{width} finite numbers; rerun that shard")
+    return arr
+
+
+def _check_summary(where: str, run: dict[str, Any], nll: np.ndarray, n_windows: int) -> None:
+    """The run's summary must be its rows' (1e-9 relative: the same float64 sum, at most reordered)."""
+    total = float(np.sum(nll, dtype=np.float64))
+    mean = total / nll.shape[0]
+    ok = (run["tokens_scored"] == nll.shape[0] and run["windows"] == n_windows
+          and math.isclose(run["nll_sum"], total, rel_tol=1e-9) and math.isclose(run["ppl"], math.exp(mean),
+                                                                                rel_tol=1e-9))
+    if not ok:
+        raise DataError(f"{where} says {run['tokens_scored']} tokens, {run['windows']} windows, NLL sum "
+                        f"{run['nll_sum']!r}, PPL {run['ppl']!r}; its rows give {nll.shape[0]}, {n_windows}, "
+                        f"{total!r}, {math.exp(mean)!r}; rerun that shard")
 
 
 def first_difference(a: Any, b: Any, path: str) -> str:
@@ -83,10 +145,13 @@ def first_difference(a: Any, b: Any, path: str) -> str:
 def rebuild(key: tuple[str, str, str], parts: list[dict[str, Any]], n_shards: int
             ) -> tuple[np.ndarray, list[Window], list[dict[str, Any]]]:
     """The run's per-token columns over the whole plan, from its shards."""
-    if len(parts) != n_shards:
-        raise DataError(f"run {'/'.join(key)} is missing from {n_shards - len(parts)} shard(s); "
-                        "rerun the failed shards")
+    if len(parts) != n_shards:  # each shard holds a run at most once (check_shard_runs)
+        raise DataError(f"run {'/'.join(key)} is in {len(parts)} of the {n_shards} shards; rerun the shards "
+                        "it is missing from")
     first = parts[0]
+    if any(p[k] != first[k] for p in parts for k in RUN_META):
+        raise DataError(f"run {'/'.join(key)} scored another stream or policy in some shard; rerun all shards "
+                        "from one config")
     windows = plan_windows(first["tokens_in_stream"], first["window"], first["stride"])
     width = len(first["shard_cols"][0][0])
     cols = np.full((first["tokens_in_stream"], width), np.nan)
