@@ -266,8 +266,8 @@ class Suite:
     def __post_init__(self) -> None:
         labels = dataset_labels(self)
         if not labels and not self.tasks:
-            raise ValueError("the suite names nothing to score: give datasets ([eval] datasets or [[datasets]]) "
-                             "or tasks ([[tasks]], --task)")
+            raise ValueError("the suite needs at least one dataset ([eval] datasets or [[datasets]]) "
+                             "or at least one task ([[tasks]], --task)")
         check_tasks(self.tasks, self.task_thresholds, [v.name for v in self.variants])
         twice = sorted({x for x in labels if labels.count(x) > 1})
         if twice:
