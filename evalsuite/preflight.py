@@ -37,6 +37,15 @@ class Plan:
     done: list[str] = field(default_factory=list)
 
 
+def check_task_data(suite: Suite, done: list[str]) -> None:
+    """Every configured task's data: found, pinned sha256 and row count, every example built."""
+    from evalsuite.task_suite import load_tasks
+
+    for ts in load_tasks(suite.tasks):
+        done.append(f"task {ts.label}: {len(ts.data.examples)} examples ({ts.data.origin}, "
+                    f"sha256 {ts.data.sha256[:12]}...)")
+
+
 def find_packaged(name: str | Path, *folders: Path) -> Path:
     """A data file the user names relatively (e.g. baselines/phi3-mini-published.json): the working
     directory, the given folders, then the installed package and the project root. Absolute: as is."""
@@ -74,6 +83,7 @@ def preflight(plan: Plan) -> list[str]:
         check_policy(suite.eval.window, suite.eval.stride)
         done.append(f"window {suite.eval.window}, stride {suite.eval.stride}")
         check_data(plan)
+        check_task_data(suite, done)
         check_model(suite, done)
         check_provider(suite, done)
     return done

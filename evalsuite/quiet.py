@@ -14,3 +14,11 @@ def quiet_transformers() -> None:
     logging.set_verbosity_error()
     if os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS") != "0":  # "0": rich progress on a terminal wants them
         logging.disable_progress_bar()
+
+
+def quiet_datasets() -> None:
+    """No `datasets` progress bars or info logs ("Generating train split: ...")."""
+    import datasets
+
+    datasets.utils.logging.set_verbosity_error()
+    datasets.utils.logging.disable_progress_bar()

@@ -75,6 +75,10 @@ def load_custom_task(path: Path, limit: int | None) -> TaskData:
 def _rows(cfg: CustomTask, toml: Path) -> tuple[list[dict[str, Any]], str, str]:
     import datasets
 
+    from evalsuite.quiet import quiet_datasets
+
+    quiet_datasets()
+
     try:
         if cfg.hub is not None:
             ds = datasets.load_dataset(cfg.hub.path, cfg.hub.name, split=cfg.hub.split, revision=cfg.hub.revision)

