@@ -6,8 +6,8 @@
 - Counts are computed from the cases. The Ant schema allows no properties inside a testcase, so each
   check's value, threshold and margin are suite properties named `<classname>.<check>.<field>`; the
   failure/error message repeats them.
-- Cases group by classname VARIANT.DATASET; an accuracy task's checks by VARIANT.task.TASK (its own
-  group even when a dataset has the task's label).
+- Cases group by classname VARIANT.DATASET; an accuracy task's checks by VARIANT.task.TASK (a
+  `result_present` on a label that is both a task's and a dataset's stays VARIANT.DATASET).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from evalsuite.gate.checks import Check
+from evalsuite.gate.task_checks import TASK_LIMITS
 from evalsuite.gate.task_results import find
 
 TASK_COLUMNS = ("task", "variant", "runner", "examples", "acc %", "acc_norm %", "perplexity", "Δacc pts",
@@ -16,8 +17,7 @@ NUMERIC = frozenset(TASK_COLUMNS[3:-1])  # right-aligned
 # Checks of a whole task (or of every task): they hold for each of its rows.
 TASK_WIDE = frozenset({"task_results", "binding_tasks", "binding_task_data", "task_consistent"})
 # Every check name of gate/task_checks.py (result_present, reused, is a task check when it names a task).
-TASK_CHECKS = TASK_WIDE | {"task_parity_max_abs_dll", "task_parity_answer_agree", "task_acc_drop",
-                           "task_acc_norm_drop", "task_flip_rate"}
+TASK_CHECKS = TASK_WIDE | {"task_parity_max_abs_dll", "task_parity_answer_agree"} | {s.name for s in TASK_LIMITS}
 NONE = "—"
 
 
