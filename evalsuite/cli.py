@@ -216,6 +216,8 @@ def score(args: argparse.Namespace, suite: Any) -> dict[str, Any]:
     for err in evaluation.errors:
         print(f"evalsuite: {err['variant']}/{err['runner']}: {err['message']}", file=sys.stderr)
     doc = to_document(evaluation)
+    if args.command != "gate":  # the gate prints it with each row's verdict
+        terminal.print_accuracy(terminal.console(), doc, [])
     if getattr(args, "plot", None) is not None:
         from evalsuite.report.plots import write_plots
         from evalsuite.report.summary_plot import write_summary_plot
@@ -281,6 +283,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     console = terminal.console()
     if doc.get("variants"):
         console.print(terminal.quality_table(doc, checks))
+    terminal.print_accuracy(console, doc, checks)
     console.print(terminal.checks_table(checks))
     if args.results and args.reference:  # a scoring run prints it beside its own table
         console.print(terminal.reference_table(results.read(reference_path(args), "reference"), doc))

@@ -31,13 +31,25 @@ NAMES = {
     "unique_runs": "unique runs",
     "baseline_model": "baseline of this model",
     "baseline_rel_change": "vs baseline |ΔPPL| %",
+    # accuracy tasks (gate/task_checks.py); result_present is reused with the task label as dataset
+    "task_results": "task results present",
+    "binding_tasks": "task results bound",
+    "binding_task_data": "task data bound",
+    "task_consistent": "task numbers re-derived",
+    "task_parity_max_abs_dll": "ORT vs torch task |Δll|",
+    "task_parity_answer_agree": "same task answers",
+    "task_acc_drop": "task acc drop",
+    "task_acc_norm_drop": "task acc_norm drop",
+    "task_flip_rate": "flip rate",
 }
-PERCENT = {"rel_dppl", "parity_rel_dppl", "baseline_rel_regression", "baseline_rel_change", "parity_top1_agree",
-           "same_top", "top1_drop"}
-# Yes/no checks (gate/binding.py, result_present): value 1 when satisfied, None when not.
+# Shares: AGREE ones unsigned (94.50%), the others signed (+2.5%: an accuracy drop in points).
+AGREE = {"parity_top1_agree", "same_top", "task_parity_answer_agree", "task_flip_rate"}
+PERCENT = {"rel_dppl", "parity_rel_dppl", "baseline_rel_regression", "baseline_rel_change", "top1_drop",
+           "task_acc_drop", "task_acc_norm_drop"} | AGREE
+# Yes/no checks (gate/binding.py, result_present, task integrity): value 1 when satisfied, None when not.
 BOOLEAN = {"result_complete", "result_present", "binding_policy", "binding_suite", "binding_model", "binding_variant",
-           "binding_data",
-           "plausible_values", "unique_runs", "baseline_model"}
+           "binding_data", "consistent_values", "plausible_values", "unique_runs", "baseline_model",
+           "task_results", "binding_tasks", "binding_task_data", "task_consistent"}
 
 
 def fmt(name: str, value: float | None) -> str:
@@ -46,7 +58,7 @@ def fmt(name: str, value: float | None) -> str:
     if value is None:
         return "—"
     if name in PERCENT:
-        return f"{100 * value:.2f}%" if name in ("parity_top1_agree", "same_top") else f"{100 * value:+.4g}%"
+        return f"{100 * value:.2f}%" if name in AGREE else f"{100 * value:+.4g}%"
     return f"{value:+.4g}" if name.endswith("dppl") else f"{value:.4g}"
 
 
@@ -136,6 +148,18 @@ def policy_line(pol: dict[str, Any]) -> str:
             + ("all tokens." if max_tokens is None else f"first {max_tokens} tokens."))
 
 
+def task_lines(doc: dict[str, Any], checks: list[Check]) -> list[str]:
+    """The "Accuracy tasks" table (report/task_table.py): none when the document has no tasks."""
+    from evalsuite.report.task_table import NUMERIC, TASK_COLUMNS, task_cells, task_rows
+
+    rows = task_rows(doc, checks)
+    if not rows:
+        return []
+    align = "|" + "".join("---:|" if col in NUMERIC else "---|" for col in TASK_COLUMNS)
+    return ["", "### Accuracy tasks", "", md_row(list(TASK_COLUMNS)), align,
+            *[md_row(list(task_cells(r))) for r in rows]]
+
+
 def markdown(doc: dict[str, Any], checks: list[Check]) -> str:
     lines = ["## evalsuite gate", "", f"**{md_cell(verdict_line(checks))}**", "",
              "| model | dataset | variant | runner | PPL | tokens | tok/s |", "|---|---|---|---|---:|---:|---:|"]
@@ -146,6 +170,7 @@ def markdown(doc: dict[str, Any], checks: list[Check]) -> str:
     if rows:
         lines += ["", md_row(list(QUALITY_COLUMNS)), "|---|---|" + "---:|" * 7 + "---|"]
         lines += [md_row(list(quality_cells(r))) for r in rows]
+    lines += task_lines(doc, checks)
     lines += ["", "| check | variant | dataset | value | threshold | margin | result | detail |",
               "|---|---|---|---:|---:|---:|---|---|"]
     for c in checks:

@@ -6,6 +6,8 @@
 - Counts are computed from the cases. The Ant schema allows no properties inside a testcase, so each
   check's value, threshold and margin are suite properties named `<classname>.<check>.<field>`; the
   failure/error message repeats them.
+- Cases group by classname VARIANT.DATASET; an accuracy task's checks by VARIANT.task.TASK (a
+  `result_present` on a label that is both a task's and a dataset's stays VARIANT.DATASET).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from evalsuite.gate.checks import Check
 from evalsuite.report.ci import BOOLEAN, NAMES, bound, fmt
+from evalsuite.report.task_table import TASK_CHECKS, task_labels
 
 ERROR_CHECKS = {"scoring", "result_present"}
 
@@ -30,15 +33,32 @@ def is_error(check: Check) -> bool:
     return check.value is None and check.name not in BOOLEAN
 
 
-def classname(check: Check) -> str:
-    return f"{check.variant}.{check.dataset}".replace(":", "_")
+def task_only(doc: dict[str, Any]) -> frozenset[str]:
+    """Labels naming a task of the document and no dataset of its runs (a `result_present` on one of
+    them judges a task)."""
+    return frozenset(task_labels(doc)) - {r.get("dataset") for r in doc.get("runs", [])}
 
 
-def check_seconds(check: Check, doc: dict[str, Any]) -> float:
-    """Seconds spent scoring what the check judges (its variant's runs on its dataset); 0 when none."""
+def is_task(check: Check, tasks: frozenset[str]) -> bool:
+    return check.name in TASK_CHECKS or (check.name == "result_present" and check.dataset in tasks)
+
+
+def classname(check: Check, tasks: frozenset[str] = frozenset()) -> str:
+    """VARIANT.DATASET; a task's checks group as VARIANT.task.TASK (`tasks`: task_only(doc))."""
+    where = f"task.{check.dataset}" if is_task(check, tasks) else check.dataset
+    return f"{check.variant}.{where}".replace(":", "_")
+
+
+def check_seconds(check: Check, doc: dict[str, Any], tasks: frozenset[str] = frozenset()) -> float:
+    """Seconds spent scoring what the check judges (its variant's runs on its dataset or task); 0 when none."""
     variant, _, runner = check.variant.partition("/")  # baseline checks name "base/torch"
-    runs = [r for r in doc.get("runs", []) if r.get("variant") == variant and r.get("dataset") == check.dataset
-            and runner in ("", r.get("runner"))]
+    if is_task(check, tasks):
+        section = doc.get("tasks")
+        pool = [r for r in section.get("runs", []) if r.get("task") == check.dataset] \
+            if isinstance(section, dict) else []
+    else:
+        pool = [r for r in doc.get("runs", []) if r.get("dataset") == check.dataset]
+    runs = [r for r in pool if r.get("variant") == variant and runner in ("", r.get("runner"))]
     return round(sum(float(r.get("seconds") or 0.0) for r in runs), 3)
 
 
@@ -51,8 +71,9 @@ def _properties(suite: ET.Element, checks: list[Check], doc: dict[str, Any]) -> 
     pol = doc.get("policy") or {}
     for key in ("window", "stride", "bos", "max_tokens"):
         add(f"policy.{key}", pol.get(key))
+    tasks = task_only(doc)
     for c in checks:
-        stem = f"{classname(c)}.{c.name}"
+        stem = f"{classname(c, tasks)}.{c.name}"
         add(f"{stem}.value", c.value)
         add(f"{stem}.threshold", c.threshold)
         add(f"{stem}.direction", c.direction)
@@ -64,7 +85,8 @@ def junit(checks: list[Check], doc: dict[str, Any] | None = None, hostname: str 
     doc = doc or {}
     errors = [c for c in checks if is_error(c)]
     failures = [c for c in checks if not c.passed and not is_error(c)]
-    times = {id(c): check_seconds(c, doc) for c in checks}
+    tasks = task_only(doc)
+    times = {id(c): check_seconds(c, doc, tasks) for c in checks}
     stamp = (timestamp or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
     attrs = {"name": "evalsuite.gate", "tests": str(len(checks)), "failures": str(len(failures)),
              "errors": str(len(errors)), "skipped": "0", "time": f"{sum(times.values()):.3f}",
@@ -72,7 +94,7 @@ def junit(checks: list[Check], doc: dict[str, Any] | None = None, hostname: str 
     suite = ET.Element("testsuite", attrs)  # the root: the Ant schema gives <testsuites> no attributes
     _properties(suite, checks, doc)
     for c in checks:
-        case = ET.SubElement(suite, "testcase", classname=classname(c), name=c.name, time=f"{times[id(c)]:.3f}")
+        case = ET.SubElement(suite, "testcase", classname=classname(c, tasks), name=c.name, time=f"{times[id(c)]:.3f}")
         if c.passed:
             continue
         label = NAMES.get(c.name, c.name)

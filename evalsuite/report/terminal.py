@@ -88,6 +88,31 @@ def quality_table(doc: dict[str, Any], checks: list[Any]) -> Table:
     return table
 
 
+def accuracy_table(doc: dict[str, Any], checks: list[Any]) -> Table:
+    """One row per task x lane: acc and acc_norm ± stderr, LAMBADA perplexity, and for variants the
+    paired Δacc with its 95 % interval, flips, choice KL and the verdict (report/task_table.py)."""
+    from rich.markup import escape
+
+    from evalsuite.report.task_table import NUMERIC, TASK_COLUMNS, task_cells, task_rows
+
+    table = Table(title="Accuracy tasks (variants vs the base on the same examples)")
+    for col in TASK_COLUMNS:
+        table.add_column(col, justify="right" if col in NUMERIC else "left")
+    for row in task_rows(doc, checks):
+        cells = [escape(c) for c in task_cells(row)]
+        colour = "" if row["passed"] is None else "[green]" if row["passed"] else "[red]"
+        table.add_row(*cells[:-1], colour + cells[-1])
+    return table
+
+
+def print_accuracy(console: Console, doc: dict[str, Any], checks: list[Any]) -> None:
+    """The accuracy table when the document holds tasks (`eval`: no checks, so no verdicts)."""
+    from evalsuite.report.task_table import task_rows
+
+    if task_rows(doc, checks):
+        console.print(accuracy_table(doc, checks))
+
+
 def checks_table(checks: list[Any]) -> Table:
     from evalsuite.report.ci import BOOLEAN, NAMES, bound, fmt
 
