@@ -269,6 +269,9 @@ class Suite:
             raise ValueError("the suite needs at least one dataset ([eval] datasets or [[datasets]]) "
                              "or at least one task ([[tasks]], --task)")
         check_tasks(self.tasks, self.task_thresholds, [v.name for v in self.variants])
+        clash = sorted({t.label for t in self.tasks} & set(labels))
+        if clash:
+            raise ValueError(f"'{clash[0]}' names both a dataset and a task; rename one (labels must be unique)")
         twice = sorted({x for x in labels if labels.count(x) > 1})
         if twice:
             raise ValueError(f"dataset label '{twice[0]}' is used twice; give each dataset its own label")
