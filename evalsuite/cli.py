@@ -110,6 +110,7 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", action="append", metavar="NAME", help="accuracy task (hellaswag, arc_easy, ... or "
                    "path/to/mine.toml); repeatable, replaces the suite's [[tasks]]")
     p.add_argument("--limit", type=int, help="score the first N examples of each task (lm-eval's --limit)")
+    p.add_argument("--samples-out", type=Path, help="write every task example's scores as JSON lines here")
     p.add_argument("--provider", help="ONNX Runtime execution provider: cpu, cuda, dml (default cpu)")
     p.add_argument("--threads", type=int, help="intra-op threads for torch and ONNX Runtime")
     p.add_argument("--batch-size", type=int, help="windows of equal shape per session.run / torch forward "
@@ -218,6 +219,10 @@ def score(args: argparse.Namespace, suite: Any) -> dict[str, Any]:
     doc = to_document(evaluation)
     if args.command != "gate":  # the gate prints it with each row's verdict
         terminal.print_accuracy(terminal.console(), doc, [])
+    if getattr(args, "samples_out", None) is not None:
+        from evalsuite.report.samples import write_samples
+
+        write_samples(args.samples_out, doc.get("tasks"), {t.label: t.data.examples for t in evaluation.task_sets})
     if getattr(args, "plot", None) is not None:
         from evalsuite.report.plots import write_plots
         from evalsuite.report.summary_plot import write_summary_plot
@@ -232,7 +237,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from evalsuite.gate import results
 
     suite = suite_from_args(args)
-    for out in (args.json_out,):
+    for out in (args.json_out, args.samples_out):
         if out is not None:
             check_writable(out)
     run_preflight(args, suite)
@@ -254,7 +259,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
         raise UsageError("gate --shard would judge a part of the run; score each shard with 'evalsuite eval "
                          "--shard I/N --json-out', merge them with 'evalsuite merge', then 'gate --results MERGED'")
     suite = suite_from_args(args)
-    for out in (args.json_out, args.junit, args.markdown):
+    for out in (args.json_out, args.junit, args.markdown, args.samples_out):
         if out is not None:
             check_writable(out)
     if os.environ.get("GITHUB_STEP_SUMMARY"):
@@ -337,7 +342,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     suite = suite_from_args(args)
     baseline = args.baseline or (resolve_baseline(suite.baseline.file, args.config)
                                  if suite.baseline.file and not args.no_baseline else None)
-    for out in (args.json_out,):
+    for out in (args.json_out, args.samples_out):
         if out is not None:
             check_writable(out)
     for line in run_preflight(args, suite, baseline):

@@ -79,6 +79,27 @@ STOCK: dict[str, TaskSpec] = {t.name: t for t in (
 )}
 
 
+MMLU_PINS = Path(__file__).resolve().with_name("mmlu_pins.json")  # subject -> [test split sha256, rows]
+
+
+def mmlu_subjects() -> dict[str, tuple[str, int]]:
+    pins = json.loads(MMLU_PINS.read_text(encoding="utf-8"))
+    return {k: (str(v[0]), int(v[1])) for k, v in pins.items()}
+
+
+def stock_spec(name: str) -> TaskSpec | None:
+    """A stock task: STOCK, or `mmlu_<subject>` (MMLU's test split of one of its 57 subjects)."""
+    if name in STOCK:
+        return STOCK[name]
+    subject = name.removeprefix("mmlu_")
+    pins = mmlu_subjects() if name.startswith("mmlu_") else {}
+    if subject not in pins:
+        return None
+    sha, rows = pins[subject]
+    return TaskSpec(name, "mmlu", ("acc",), f"{_HF}hails/mmlu_no_train/{subject}/test", sha, rows,
+                    ("hails/mmlu_no_train", subject, "test"), "test")
+
+
 @dataclass(frozen=True)
 class TaskData:
     spec: TaskSpec
@@ -171,10 +192,15 @@ def hub_rows(spec: TaskSpec, mirror: str | None = None) -> tuple[list[dict[str, 
 
 
 def load_task(name: str, limit: int | None) -> TaskData:
-    """The first `limit` examples of a stock task (all when None), with their data's sha256."""
-    spec = STOCK.get(name)
+    """The first `limit` examples of a stock task (all when None), with their data's sha256.
+    `mmlu`: every subject's first `limit` questions, subjects in name order (lm-eval's --limit is per
+    subtask, and its size-weighted group accuracy is the accuracy over all these questions)."""
+    if name == "mmlu":
+        return load_mmlu(limit)
+    spec = stock_spec(name)
     if spec is None:
-        raise DataError(f"unknown task '{name}'; known: {', '.join(STOCK)} (or a task TOML path)")
+        raise DataError(f"unknown task '{name}'; known: {', '.join(STOCK)}, mmlu, mmlu_<subject> "
+                        "(or a task TOML path)")
     root = olmo_root()
     mode = os.environ.get("EVALSUITE_TASK_SOURCE", "auto")
     if root is not None and mode != "hub":
@@ -196,3 +222,16 @@ def build_examples(task: str, builder: Any, rows: list[dict[str, Any]], limit: i
             raise DataError(f"task {task}: row {i} does not fit the task's layout ({type(err).__name__}: {err}); "
                             "check the data") from None
     return tuple(out)
+
+
+def load_mmlu(limit: int | None) -> TaskData:
+    parts = [load_task(f"mmlu_{subject}", limit) for subject in sorted(mmlu_subjects())]
+    examples, offset = [], 0
+    for part in parts:
+        examples += [Example(offset + e.index, e.requests, e.gold, e.choices) for e in part.examples]
+        offset += len(part.examples)
+    sha = hashlib.sha256("".join(p.sha256 for p in parts).encode()).hexdigest()
+    spec = TaskSpec("mmlu", "mmlu", ("acc",), _HF + "hails/mmlu_no_train", sha, sum(p.spec.rows for p in parts),
+                    ("hails/mmlu_no_train", None, "test"), "test",
+                    "57 subjects' test splits; acc over all questions = lm-eval's size-weighted group acc")
+    return TaskData(spec, tuple(examples), sha, parts[0].origin.rsplit("/", 2)[0], limit)

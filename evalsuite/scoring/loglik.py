@@ -40,7 +40,9 @@ def encode_pair(tokenizer: Any, context: str, continuation: str, prefix_token: i
     if context == "":
         if prefix_token is None:
             raise ScoringError("an empty context needs a prefix token, and the tokenizer has no BOS or EOS")
-        return [prefix_token], encode(tokenizer, continuation)
+        cont = encode(tokenizer, continuation)
+        # lm-eval: a continuation that already starts with the prefix token is split after it
+        return ([prefix_token], cont) if not cont or cont[0] != prefix_token else (cont[:1], cont[1:])
     spaces = len(context) - len(context.rstrip())
     if spaces:
         continuation = context[-spaces:] + continuation
