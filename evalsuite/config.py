@@ -18,6 +18,9 @@ DEFAULT_SUITE = Path(__file__).resolve().parent / "default_suite.toml"
 NAME = re.compile(r"[A-Za-z0-9._-]+")  # variant names: shown in tables (rich markup) and file names
 MIN_TOKENS = 3  # 2 scored targets: the fewest a standard error (and a finite results JSON) needs
 RunnerName = Literal["torch", "ort"]
+# Names results, tables and checks use for the base model, its runners and stored documents: a variant
+# named after one would be compared with itself or read as the base.
+ROLE_NAMES = ("base", "torch", "ort", "reference", "baseline", "parity", "variant", "variants", "all")
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,9 @@ class VariantCfg:
     def __post_init__(self) -> None:
         if not NAME.fullmatch(self.name):
             raise ValueError(f"variant name {self.name!r} may hold only letters, digits, '.', '_' and '-'")
+        if self.name.lower() in ROLE_NAMES:
+            raise ValueError(f"variant name {self.name!r} is a role name ({', '.join(ROLE_NAMES)}); "
+                             "rename the variant, e.g. 'rtn-b32'")
         if (self.method == "onnx") != (self.path is not None):
             raise ValueError(f"variant '{self.name}': give `path` exactly when method = 'onnx'")
         if self.method == "hqq" and self.symmetric:
