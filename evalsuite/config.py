@@ -343,7 +343,23 @@ def anchor_paths(suite: Suite, folder: Path) -> Suite:
     entries = tuple(replace(d, text=_anchor(folder, d.text),
                             data_files=tuple(str(folder / Path(f).expanduser()) for f in d.files()) or None)
                     for d in suite.datasets)
-    return replace(suite, eval=replace(suite.eval, datasets=tuple(refs)), datasets=entries)
+    model = replace(suite.model, source=model_path(folder, suite.model.source), onnx=_anchor(folder, suite.model.onnx))
+    variants = tuple(replace(v, path=_anchor(folder, v.path)) for v in suite.variants)
+    return replace(suite, model=model, variants=variants, eval=replace(suite.eval, datasets=tuple(refs)),
+                   datasets=entries)
+
+
+def model_path(folder: Path, source: str) -> str:
+    """A model source that is a path (absolute, './', '~', a .gguf, or an existing folder below
+    `folder`) anchored at `folder`; a named model or hub id (org/name) as it is."""
+    from evalsuite.models.source import NAMED_MODELS
+
+    path = Path(source).expanduser()
+    if source in NAMED_MODELS or path.is_absolute():
+        return str(path) if path.is_absolute() else source
+    if source.startswith((".", "~")) or source.endswith(".gguf") or (folder / path).exists():
+        return str(folder / path)
+    return source
 
 
 def _anchor(folder: Path, value: str | None) -> str | None:
