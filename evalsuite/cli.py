@@ -171,7 +171,9 @@ def suite_from_args(args: argparse.Namespace) -> Any:
         raise UsageError(f"--threads must be at least 1, got {args.threads}")
     try:  # the dataclasses re-validate: e.g. --dataset leaving a dataset without any threshold
         ev = dataclasses.replace(ev, **{k: v for k, v in overrides.items() if v is not None})
-        model = dataclasses.replace(suite.model, source=model_path(Path.cwd(), args.model)) if args.model else suite.model
+        model = suite.model  # --model is relative to the working directory, the suite's paths to its file
+        if args.model:
+            model = dataclasses.replace(model, source=model_path(Path.cwd(), args.model))
         entries = suite.datasets  # --dataset / --text replace both [eval] datasets and [[datasets]]
         if args.dataset or args.text:
             entries = tuple(DatasetCfg(text=str(Path(t).expanduser().absolute())) for t in args.text or ())
