@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import tomllib
 import types
 import typing
@@ -85,6 +86,8 @@ def convert(tp: Any, value: Any, where: str) -> Any:
         return {k: convert(args[1], v, f"{where}.{k}") for k, v in value.items()}
     if tp is float:
         _expect(isinstance(value, (int, float)) and not isinstance(value, bool), where, "a number", value)
+        finite = math.isfinite(value) if isinstance(value, float) else abs(value) <= MAX_INT
+        _expect(finite, where, "a finite number", value)
         return float(value)
     if tp is int:
         _expect(isinstance(value, int) and not isinstance(value, bool), where, "an integer", value)
