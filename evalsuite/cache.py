@@ -106,12 +106,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    write_output(path, text.encode())
+
+
+def write_output(path: Path, data: bytes) -> None:
+    """An output file, complete or absent: written beside, renamed; any OSError (a full disk, a file
+    size limit) is one line and exit 2, with nothing left at `path` or beside it."""
     try:
-        atomic_write_bytes(path, text.encode())
+        atomic_write_bytes(path, data)
     except OSError as err:
-        raise EvalsuiteError(
-            f"cannot write {path}: {err.strerror}; choose a writable output path"
-        ) from None
+        raise EvalsuiteError(f"cannot write {path}: {err.strerror or type(err).__name__}; free space or choose a "
+                             "writable output path") from None
 
 
 @contextlib.contextmanager

@@ -154,7 +154,7 @@ def cli_ref(ref: str) -> str:
 
 
 def suite_from_args(args: argparse.Namespace) -> Any:
-    from evalsuite.config import DEFAULT_SUITE, DatasetCfg, anchor_paths, load_suite
+    from evalsuite.config import DEFAULT_SUITE, DatasetCfg, anchor_paths, load_suite, model_path
 
     suite = load_suite(args.config)
     ev = suite.eval
@@ -175,7 +175,9 @@ def suite_from_args(args: argparse.Namespace) -> Any:
         raise UsageError(f"--threads must be at least 1, got {args.threads}")
     try:  # the dataclasses re-validate: e.g. --dataset leaving a dataset without any threshold
         ev = dataclasses.replace(ev, **{k: v for k, v in overrides.items() if v is not None})
-        model = dataclasses.replace(suite.model, source=args.model) if args.model else suite.model
+        model = suite.model  # --model is relative to the working directory, the suite's paths to its file
+        if args.model:
+            model = dataclasses.replace(model, source=model_path(Path.cwd(), args.model))
         entries = suite.datasets  # --dataset / --text replace both [eval] datasets and [[datasets]]
         if args.dataset or args.text:
             entries = tuple(DatasetCfg(text=str(Path(t).expanduser().absolute())) for t in args.text or ())
@@ -282,7 +284,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
         checks += baseline_checks(doc, baseline, suite.baseline, baseline_path.name)
     doc = {**doc, "checks": [c.to_json() for c in checks], "passed": verdict(checks)}
     configured = load_suite(args.config).model.source
-    if args.model and args.model != configured:
+    if args.model and suite.model.source != configured:
         print(f"evalsuite: note: --model {args.model} replaces the suite's model {configured}; its thresholds "
               "and baseline were set for that model (a baseline of another model fails the gate)", file=sys.stderr)
     console = terminal.console()
@@ -293,7 +295,9 @@ def cmd_gate(args: argparse.Namespace) -> int:
     if args.results and args.reference:  # a scoring run prints it beside its own table
         console.print(terminal.reference_table(results.read(reference_path(args), "reference"), doc))
     console.print(("[bold green]" if doc["passed"] else "[bold red]") + ci.verdict_line(checks))
-    write_gate_outputs(args, doc, checks)
+    from evalsuite.report.outputs import write_gate_outputs
+
+    write_gate_outputs(doc, checks, args.json_out, args.junit, args.markdown, os.environ.get("GITHUB_STEP_SUMMARY"))
     return 0 if doc["passed"] else 1
 
 
@@ -352,38 +356,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def resolve_baseline(name: str, config: Path | None) -> Path:
-    """A suite's baseline path: absolute, or relative to the working directory, the suite file's
-    folder, or the project root / installed package (for the packaged default suite)."""
+    """A suite's baseline path: absolute, or relative to the suite file's folder, the project root /
+    installed package (for the packaged default suite), then the working directory."""
     from evalsuite.config import DEFAULT_SUITE
 
     suite_dir = (config or DEFAULT_SUITE).resolve().parent
     path = Path(name).expanduser()
-    candidates = [path] if path.is_absolute() else [Path.cwd() / path, suite_dir / path, suite_dir.parent / path,
-                                                     Path(__file__).resolve().parent / path]
+    candidates = [path] if path.is_absolute() else [suite_dir / path, suite_dir.parent / path,  # the suite's
+                                                     Path(__file__).resolve().parent / path, Path.cwd() / path]
     found = next((c for c in candidates if c.is_file()), None)
     if found is None:
         raise UsageError(f"baseline file {name} not found (looked in {', '.join(str(c.parent) for c in candidates)}); "
                          "fix [baseline] file or pass --no-baseline")
     return found
-
-
-def write_gate_outputs(args: argparse.Namespace, doc: dict[str, Any], checks: list[Any]) -> None:
-    from evalsuite.cache import atomic_write_text
-    from evalsuite.gate import results
-    from evalsuite.report import ci
-    from evalsuite.report.junit import junit
-
-    if args.json_out is not None:
-        results.write(args.json_out, doc)
-    if args.junit is not None:
-        atomic_write_text(args.junit, junit(checks, doc))
-    md = ci.markdown(doc, checks)
-    if args.markdown is not None:
-        atomic_write_text(args.markdown, md)
-    summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    if summary:
-        with open(summary, "a", encoding="utf-8") as fh:
-            fh.write(md)
 
 
 def cmd_merge(args: argparse.Namespace) -> int:

@@ -19,6 +19,9 @@ DEFAULT_SUITE = Path(__file__).resolve().parent / "default_suite.toml"
 NAME = re.compile(r"[A-Za-z0-9._-]+")  # variant names: shown in tables (rich markup) and file names
 MIN_TOKENS = 3  # 2 scored targets: the fewest a standard error (and a finite results JSON) needs
 RunnerName = Literal["torch", "ort"]
+# Names results, tables and checks use for the base model, its runners and stored documents: a variant
+# named after one would be compared with itself or read as the base.
+ROLE_NAMES = ("base", "torch", "ort", "reference", "baseline", "parity", "variant", "variants", "all")
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,9 @@ class VariantCfg:
     def __post_init__(self) -> None:
         if not NAME.fullmatch(self.name):
             raise ValueError(f"variant name {self.name!r} may hold only letters, digits, '.', '_' and '-'")
+        if self.name.lower() in ROLE_NAMES:
+            raise ValueError(f"variant name {self.name!r} is a role name ({', '.join(ROLE_NAMES)}); "
+                             "rename the variant, e.g. 'rtn-b32'")
         if (self.method == "onnx") != (self.path is not None):
             raise ValueError(f"variant '{self.name}': give `path` exactly when method = 'onnx'")
         if self.method == "hqq" and self.symmetric:
@@ -366,9 +372,25 @@ def anchor_paths(suite: Suite, folder: Path) -> Suite:
     entries = tuple(replace(d, text=_anchor(folder, d.text),
                             data_files=tuple(str(folder / Path(f).expanduser()) for f in d.files()) or None)
                     for d in suite.datasets)
+    model = replace(suite.model, source=model_path(folder, suite.model.source), onnx=_anchor(folder, suite.model.onnx))
+    variants = tuple(replace(v, path=_anchor(folder, v.path)) for v in suite.variants)
     tasks = tuple(replace(t, name=str(folder / Path(t.name).expanduser())) if is_path_ref(t.name) else t
                   for t in suite.tasks)
-    return replace(suite, eval=replace(suite.eval, datasets=tuple(refs)), datasets=entries, tasks=tasks)
+    return replace(suite, model=model, variants=variants, eval=replace(suite.eval, datasets=tuple(refs)),
+                   datasets=entries, tasks=tasks)
+
+
+def model_path(folder: Path, source: str) -> str:
+    """A model source that is a path (absolute, './', '~', a .gguf, or an existing folder below
+    `folder`) anchored at `folder`; a named model or hub id (org/name) as it is."""
+    from evalsuite.models.source import NAMED_MODELS
+
+    path = Path(source).expanduser()
+    if source in NAMED_MODELS or path.is_absolute():
+        return str(path) if path.is_absolute() else source
+    if source.startswith((".", "~")) or source.endswith(".gguf") or (folder / path).exists():
+        return str(folder / path)
+    return source
 
 
 def _anchor(folder: Path, value: str | None) -> str | None:

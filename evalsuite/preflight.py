@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from evalsuite.config import Suite
 from evalsuite.data import corpora
 from evalsuite.data.windows import check_policy
-from evalsuite.errors import ModelError, UsageError
+from evalsuite.errors import ConfigError, ModelError, UsageError
 from evalsuite.gate import results
 from evalsuite.models import source as model_source
 
@@ -95,33 +94,57 @@ def check_data(plan: Plan) -> None:
     from evalsuite.config import is_path_ref
     from evalsuite.suite import custom_text, load_texts
 
-    suite = plan.suite
+    suite, texts = plan.suite, []
     if plan.data_dir is not None:
-        for text in load_texts(suite, plan.data_dir):
+        texts = load_texts(suite, plan.data_dir)
+        for text in texts:
             pinned = "sha256 ok" if text.meta.get("file_sha256") else f"sha256 {text.sha256[:12]}... recorded"
             plan.done.append(f"dataset {text.label}: {text.source}, {len(text.text):,} characters, {pinned}")
     else:
         for ref in suite.eval.datasets:
             if is_path_ref(ref.partition(":")[0]):
-                load_texts(dataclasses.replace(suite, eval=dataclasses.replace(suite.eval, datasets=(ref,)),
-                                               datasets=()), None)
+                texts += load_texts(dataclasses.replace(suite, eval=dataclasses.replace(suite.eval, datasets=(ref,)),
+                                                        datasets=()), None)
             else:
                 corpora.parse_ref(ref)
             plan.done.append(f"dataset {ref}: from the hub (not reachable offline: set --data-dir)")
         for cfg in suite.datasets:
-            text = custom_text(cfg)
-            plan.done.append(f"dataset {text.label}: {text.source}, {len(text.text):,} characters")
+            texts.append(custom_text(cfg))
+            plan.done.append(f"dataset {texts[-1].label}: {texts[-1].source}, {len(texts[-1].text):,} characters")
+    check_calibration(plan, {t.sha256: t.label for t in texts})
+
+
+def check_calibration(plan: Plan, evaluated: dict[str, str]) -> None:
+    """AWQ calibration splits load and are none of the evaluated texts (by name and split, and by the
+    text's sha256 where the data is local): calibrating on the scored text hides the method's error."""
+    suite = plan.suite
     for ref in dict.fromkeys(v.calibration.dataset for v in suite.variants if v.method == "awq"):
+        same = [r for r in suite.eval.datasets if _split_of(r) == _split_of(ref)]
         if plan.data_dir is None:
             corpora.parse_ref(ref)
         else:
-            corpora.load_text(ref, plan.data_dir)
-        plan.done.append(f"calibration {ref}: ok")
+            same.append(evaluated.get(corpora.load_text(ref, plan.data_dir).sha256, ""))
+        if any(same):
+            raise ConfigError(f"AWQ calibration dataset {ref} is also evaluated ({next(x for x in same if x)}): "
+                              "calibrating on the scored text hides its error; set [variants.calibration] "
+                              "dataset to another split (e.g. 'ptb:train') or drop that dataset")
+        plan.done.append(f"calibration {ref}: ok, not an evaluated text")
+
+
+def _split_of(ref: str) -> tuple[str, str]:
+    """A packaged dataset reference's (name, split), the default split filled in; ('', '') for a path."""
+    from evalsuite.config import is_path_ref
+
+    name, _, split = ref.partition(":")
+    if is_path_ref(name):
+        return "", ""
+    return name, split or "test"
 
 
 def check_model(suite: Suite, done: list[str]) -> None:
     """The model source exists and is the kind it claims; given ONNX folders resolve; windows fit."""
     from evalsuite.models.onnx_files import resolve_onnx
+    from evalsuite.models.positions import read_config
     from evalsuite.quant.support import check_variants
     from evalsuite.suite import check_positions
 
@@ -138,13 +161,14 @@ def check_model(suite: Suite, done: list[str]) -> None:
         with open(gguf, "rb") as fh:
             if fh.read(4) != GGUF_MAGIC:
                 raise ModelError(f"{gguf} is not a GGUF file (bad magic bytes); give a real .gguf file")
-        done.append(f"model {src}: GGUF {gguf} ({gguf.stat().st_size / 1e6:.0f} MB)")
+        check_positions(suite, None, gguf)
+        done.append(f"model {src}: GGUF {gguf} ({gguf.stat().st_size / 1e6:.0f} MB), window fits its positions")
     elif path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelError(f"{path} has no config.json; give a Hugging Face model folder")
         if not any(path.glob("*.safetensors")):
             raise ModelError(f"{path} has no *.safetensors weights; convert the weights to safetensors")
-        json.loads((path / "config.json").read_text())
+        read_config(path)
         check_positions(suite, path)
         check_variants(suite.variants, path)  # e.g. AWQ on an architecture it cannot fold
         done.append(f"model {src}: Hugging Face folder, safetensors, window fits its positions")

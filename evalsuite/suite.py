@@ -289,23 +289,15 @@ def onnx_identity(path: Path) -> str:
     return content_sha256(resolve_onnx(path))
 
 
-def check_positions(suite: Suite, hf_dir: Path) -> None:
-    """Refuse windows longer than the model's positions before any scoring (every runner): past
-    them a model scores garbage (or a RoPE past its range) without failing."""
-    import json
+def check_positions(suite: Suite, hf_dir: Path | None, gguf: Path | None = None) -> None:
+    """Refuse windows and AWQ calibration sequences longer than the model's positions before any
+    build or scoring (every runner; an HF folder, a given ONNX folder or a GGUF header says them)."""
+    from evalsuite.models.positions import check_lengths, limits
 
-    limits = []
-    for cfg, keys in ((hf_dir / "config.json", ("max_position_embeddings", "n_positions", "max_seq_len")),
-                      (Path(suite.model.onnx or "").expanduser() / "genai_config.json", ("context_length",))):
-        if not cfg.is_file():
-            continue
-        doc = json.loads(cfg.read_text())
-        doc = doc.get("model", doc) if "context_length" in keys else doc
-        limits += [(int(doc[k]), f"{cfg.name} {k}") for k in keys if isinstance(doc.get(k), int)]
-    for limit, where in limits:
-        if suite.eval.window > limit:
-            raise UsageError(f"window {suite.eval.window} is longer than the model's {limit} positions ({where}); "
-                             f"use --window {limit} or less")
+    lengths = [(suite.eval.window, "window", "--window")]
+    lengths += [(v.calibration.seq_len, f"variant '{v.name}' calibration seq_len", "seq_len =")
+                for v in suite.variants if v.method == "awq"]
+    check_lengths(lengths, limits(hf_dir, suite.model.onnx, gguf))
 
 
 def _variant_runner(suite: Suite, source: model_source.ModelSource, variant: Any, out: Evaluation,

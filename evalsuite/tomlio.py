@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import tomllib
 import types
 import typing
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 from evalsuite.errors import ConfigError
 
 T = TypeVar("T")
+MAX_INT = 2**63 - 1  # TOML integers are 64-bit; tomllib alone would accept any size
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -25,8 +27,14 @@ def read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}; check the path") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"malformed TOML in {path}: {err}; fix the syntax") from None
+    except (tomllib.TOMLDecodeError, RecursionError) as err:
+        raise ConfigError(f"malformed TOML in {path}: {' '.join(str(err).split()) or 'nested too deeply'}; "
+                          "fix the syntax") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not UTF-8 (byte {err.start}); save it as UTF-8") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path} ({err.strerror or type(err).__name__}); "
+                          "check the path") from None
 
 
 def load(cls: type[T], data: Any, where: str) -> T:
@@ -78,9 +86,12 @@ def convert(tp: Any, value: Any, where: str) -> Any:
         return {k: convert(args[1], v, f"{where}.{k}") for k, v in value.items()}
     if tp is float:
         _expect(isinstance(value, (int, float)) and not isinstance(value, bool), where, "a number", value)
+        finite = math.isfinite(value) if isinstance(value, float) else abs(value) <= MAX_INT
+        _expect(finite, where, "a finite number", value)
         return float(value)
     if tp is int:
         _expect(isinstance(value, int) and not isinstance(value, bool), where, "an integer", value)
+        _expect(abs(value) <= MAX_INT, where, "an integer of at most 64 bits", value)
         return value
     if tp is bool:
         _expect(isinstance(value, bool), where, "true or false", value)
@@ -93,4 +104,6 @@ def convert(tp: Any, value: Any, where: str) -> Any:
 
 def _expect(ok: bool, where: str, what: str, value: Any) -> None:
     if not ok:
-        raise ConfigError(f"{where}: expected {what}, got {type(value).__name__} {value!r}")
+        shown = repr(value)
+        raise ConfigError(f"{where}: expected {what}, got {type(value).__name__} "
+                          f"{shown if len(shown) <= 60 else shown[:57] + '...'}")

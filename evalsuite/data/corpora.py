@@ -158,12 +158,18 @@ def _local_rows(spec: DatasetSpec, sp: SplitSpec, data_dir: Path) -> list[str]:
     path = data_dir / sp.file
     if not path.is_file():
         raise DataError(f"missing data file {path} for dataset '{spec.name}'; the data dir must hold {sp.file}")
+    if data_dir.resolve() not in path.resolve().parents:  # a symlink out of the folder is never followed
+        raise DataError(f"data file {path} of dataset '{spec.name}' resolves to {path.resolve()}, outside "
+                        f"{data_dir}; copy the file into the folder instead of linking it")
     actual = file_sha256(path)
     if sp.sha256 is not None and actual != sp.sha256:
         raise DataError(f"{path} has sha256 {actual[:12]}..., expected {sp.sha256[:12]}... from "
                         f"{spec.name}.toml; restore the canonical file")
-    with open(path, encoding="utf-8", newline="") as fh:
-        return rows_from_lines(fh.readlines(), spec.rows)
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            return rows_from_lines(fh.readlines(), spec.rows)
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path} is not UTF-8 (byte {err.start}); convert it, e.g. iconv -t UTF-8") from None
 
 
 def _hub_rows(spec: DatasetSpec, sp: SplitSpec) -> list[str]:

@@ -9,12 +9,15 @@ cross a document. Rows that tokenize to nothing are skipped (nothing to score, n
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from evalsuite.cache import atomic_write_bytes, cache_root, key_of
+from evalsuite.cache import cache_root, discard, fresh_wanted, key_of, read_npz, warn, write_npz
 from evalsuite.data.corpora import Text, lm_eval_words
 from evalsuite.errors import ConfigError
 
@@ -41,11 +44,11 @@ def tokenize_documents(text: Text, tokenizer: Any, tokenizer_id: str) -> tuple[n
     with the prefix token; `ends[t]` is token t's end offset in characters of its own row (0 for the
     prefix); `docs` rows are (row index, start, stop). Cached on disk."""
     prefix = prefix_token(tokenizer)
-    key = key_of({"tokenizer": tokenizer_id, "rows": rows_key(text.rows), "prefix": prefix, "v": 1})
+    key = key_of({"tokenizer": tokenizer_id, "rows": rows_key(text.rows), "prefix": prefix, "v": 2})
     path = cache_root() / "tokens" / f"docs-{key}.npz"
-    if path.is_file():
-        with np.load(path, allow_pickle=False) as z:
-            return z["ids"].astype(np.int64), z["ends"].astype(np.int64), z["docs"].astype(np.int64)
+    cached = _cached(path)
+    if cached is not None:
+        return cached
     enc = tokenizer(list(text.rows), add_special_tokens=False, verbose=False, return_offsets_mapping=True)
     ids: list[int] = []
     ends: list[int] = []
@@ -59,8 +62,25 @@ def tokenize_documents(text: Text, tokenizer: Any, tokenizer_id: str) -> tuple[n
         docs.append((row, start, len(ids)))
     id_arr, end_arr = np.asarray(ids, dtype=np.int64), np.asarray(ends, dtype=np.int64)
     doc_arr = np.asarray(docs, dtype=np.int64).reshape(-1, 3)
-    atomic_write_bytes(path, _npz({"ids": id_arr, "ends": end_arr, "docs": doc_arr}))
+    write_npz(path, {"ids": id_arr, "ends": end_arr, "docs": doc_arr})
     return id_arr, end_arr, doc_arr
+
+
+def _cached(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """A verified cache entry's arrays; a flipped, truncated or emptied one (or any under --fresh) is
+    moved aside (one warning line when broken) and None returned: the caller rebuilds it."""
+    if not path.exists():
+        return None
+    if not fresh_wanted(path):
+        arrays = read_npz(path)
+        if arrays is not None and {"ids", "ends", "docs"} <= set(arrays) and arrays["docs"].ndim == 2:
+            with contextlib.suppress(OSError):
+                os.utime(path)  # last use, for `evalsuite cache ls/clear`
+            return (arrays["ids"].astype(np.int64), arrays["ends"].astype(np.int64),
+                    arrays["docs"].astype(np.int64))
+        warn(f"cache entry {path} is unreadable or fails its sha256; moved aside and rebuilt")
+    discard(path)
+    return None
 
 
 def clipped_bounds(docs: np.ndarray, n_tokens: int) -> list[tuple[int, int]]:
@@ -80,10 +100,3 @@ def document_counts(text: Text, ends: np.ndarray, docs: np.ndarray, n_tokens: in
         words, nbytes, count = words + lm_eval_words(span), nbytes + len(span.encode("utf-8")), count + 1
     return words, nbytes, count
 
-
-def _npz(arrays: dict[str, np.ndarray]) -> bytes:
-    import io
-
-    out = io.BytesIO()
-    np.savez(out, allow_pickle=False, **arrays)
-    return out.getvalue()

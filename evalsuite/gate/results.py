@@ -10,6 +10,7 @@ from typing import Any
 from evalsuite.cache import atomic_write_text
 from evalsuite.errors import DataError
 from evalsuite.gate import consistency
+from evalsuite.jsonio import read_json
 
 SCHEMA_VERSION = 2  # 2: `binding` (what the suite asked for and what was scored)
 WINDOW_POLICY = (
@@ -23,16 +24,13 @@ def read(path: Path, what: str, strict: bool | None = None) -> dict[str, Any]:
     """Load a results or baseline JSON; InputError-style one-line messages when it is not one.
     `strict` (default: for baselines and shards) also refuses a file whose values are inconsistent
     or implausible (gate/consistency.py); a results file being gated fails a named check instead."""
-    try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{what} file not found: {path}; check the path") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"{what} file {path} is not valid JSON ({err}); regenerate it") from None
+    if not Path(path).exists():
+        raise DataError(f"{what} file not found: {path}; check the path")
+    doc = read_json(Path(path), DataError, f"{what} file", "regenerate it with --json-out")
     if not isinstance(doc, dict) or doc.get("schema_version") != SCHEMA_VERSION or "runs" not in doc:
         raise DataError(f"{what} file {path} is not an evalsuite results document "
                         f"(schema_version {SCHEMA_VERSION}); regenerate it with --json-out")
-    problem = validate(doc)
+    problem = validate(doc) or (None if doc["runs"] or what != "baseline" else "it has no runs")
     if problem:
         raise DataError(f"{what} file {path} is malformed: {problem}; regenerate it with --json-out")
     if strict or (strict is None and what in ("baseline", "shard")):
@@ -58,15 +56,52 @@ LIST_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
 }
 
 
+# Tables the gate, merge and the reports read, by path: absent is allowed (null only for `shard`); present, a table must
+# have this shape ("dict of dicts": every value an object). A list where an object belongs, a string
+# where a table of variants belongs: one line, exit 2, never an AttributeError later.
+SHAPES: dict[tuple[str, ...], str] = {
+    ("policy",): "object", ("binding",): "object", ("binding", "suite"): "object",
+    ("binding", "content"): "object", ("binding", "suite", "variants"): "object of objects",
+    ("binding", "content", "model"): "object", ("binding", "content", "variants"): "object",
+    ("binding", "content", "data"): "object", ("provenance",): "object", ("provenance", "data"): "object of objects",
+    ("provenance", "model"): "object", ("variants",): "object of objects", ("shard",): "object",
+    ("plots",): "list of strings", ("checks",): "list of objects", ("complete",): "bool",
+}
+
+
+def shape_problem(doc: dict[str, Any]) -> str | None:
+    for path, shape in SHAPES.items():
+        value: Any = doc
+        for key in path[:-1]:
+            value = value.get(key) if isinstance(value, dict) else None
+        if not isinstance(value, dict) or path[-1] not in value:
+            continue
+        value = value[path[-1]]
+        if value is None and path == ("shard",):
+            continue
+        kind, _, inner = shape.partition(" of ")
+        ok = isinstance(value, {"object": dict, "list": list, "bool": bool}[kind])
+        items = list(value.values()) if isinstance(value, dict) else value if isinstance(value, list) else []
+        if ok and inner:
+            ok = all(isinstance(x, dict if inner == "objects" else str) for x in items)
+        if not ok:
+            return f"'{'.'.join(path)}' is {type(value).__name__}, not {'an' if shape[0] == 'o' else 'a'} {shape}"
+    return None
+
+
 def _bad(value: Any, types: tuple[type, ...]) -> bool:
     return not isinstance(value, types) or (isinstance(value, bool) and bool not in types)
 
 
 def validate(doc: dict[str, Any]) -> str | None:
     """None when every field the gate reads is present with its type, else the first problem."""
-    required = REFERENCE_FIELDS if doc.get("reference_only") else tuple(RUN_FIELDS)[:-2]  # both have defaults
+    reference = bool(doc.get("reference_only"))  # published numbers: unknown fields are null
+    required = REFERENCE_FIELDS if reference else tuple(RUN_FIELDS)[:-2]  # both have defaults
     if not isinstance(doc["runs"], list):
         return "'runs' is not a list"
+    shape = shape_problem(doc)
+    if shape:
+        return shape
     for i, run in enumerate(doc["runs"]):
         if not isinstance(run, dict):
             return f"runs[{i}] is not an object"
@@ -74,12 +109,17 @@ def validate(doc: dict[str, Any]) -> str | None:
             if key not in run:
                 if key in required:
                     return f"runs[{i}] has no '{key}'"
-            elif _bad(run[key], types) and not (key not in required and run[key] is None):
+            elif _bad(run[key], types) and not (reference and run[key] is None):
                 return f"runs[{i}].{key} is {run[key]!r}, not {'/'.join(t.__name__ for t in types)}"
         for name, value in (run.get("metrics") or {}).items():
             if _bad(value, _NUM):
                 return f"runs[{i}].metrics.{name} is {value!r}, not a number"
+    for name, info in (doc.get("variants") or {}).items():
+        if _bad(info.get("size_mb"), (*_NUM, type(None))):
+            return f"variants.{name}.size_mb is {info.get('size_mb')!r}, not a number"
     for field, keys in LIST_FIELDS.items():
+        if field in doc and not isinstance(doc[field], list):
+            return f"'{field}' is {type(doc[field]).__name__}, not a list"
         items = doc.get(field) or []
         if not isinstance(items, list) or not all(isinstance(x, dict) for x in items):
             return f"'{field}' is not a list of objects"

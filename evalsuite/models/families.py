@@ -19,12 +19,13 @@ mismatch that the suite's windows reach fails the gate on its own (`parity_expor
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from evalsuite.models.positions import read_config
 
 GQA = "GroupQueryAttention"
 EMBED_MUL = "/model/embed_tokens/Mul"
@@ -63,7 +64,7 @@ def onnx_windows(model: Path) -> dict[int, int | None]:
 def export_mismatches(hf_dir: Path, model: Path, window: int) -> list[str]:
     """Sliding windows that transformers and the ONNX graph apply differently, where a `window`-token
     scoring window reaches them. Empty when the graph has no GroupQueryAttention to inspect."""
-    config = json.loads((hf_dir / "config.json").read_text())
+    config = read_config(hf_dir)
     ref, got = reference_windows(config), onnx_windows(model)
     if not got:
         return []
@@ -100,7 +101,7 @@ def embedding_scale(model: Path) -> float | None:
 
 def parity_notes(hf_dir: Path, window: int, model: Path | None = None) -> list[str]:
     """Model features that make a parity failure likely to come from the export (for its message)."""
-    config = json.loads((hf_dir / "config.json").read_text())
+    config = read_config(hf_dir)
     notes = _scale_note(config, model) if model is not None else []
     return notes + _longrope_note(config, window)
 

@@ -102,10 +102,6 @@ def builder_input(hf_dir: Path, cache: Path) -> Path:
 
 
 def _read(hf_dir: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads((hf_dir / "config.json").read_text())
-    except (OSError, ValueError) as err:
-        raise ModelError(f"cannot read {hf_dir / 'config.json'}: {err}; give a Hugging Face model folder") from None
-    if not isinstance(doc, dict):
-        raise ModelError(f"{hf_dir / 'config.json'} is not a JSON object; give a Hugging Face model folder")
-    return doc
+    from evalsuite.models.positions import read_config
+
+    return read_config(hf_dir)

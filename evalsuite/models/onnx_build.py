@@ -10,13 +10,17 @@ Existing folders and files are resolved and checked by `onnx_files.py`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from evalsuite.cache import build_entry, cache_root, file_sha256, key_of, package_versions, reuse
@@ -28,6 +32,8 @@ BUILDER = "onnxruntime_genai.models.builder"
 VERSIONED = ("onnxruntime", "onnxruntime-genai", "onnx", "onnx-ir", "transformers", "torch")
 EXECUTION_TARGETS = {"cpu": "cpu", "cuda": "cuda", "dml": "dml"}  # provider -> builder `-e`
 FORBIDDEN_OPTIONS = ("prune_lm_head", "exclude_lm_head")  # perplexity needs logits at every position
+SCRATCH = "evalsuite-builder-"  # + pid: swept once that process is gone
+PR_SET_PDEATHSIG = 1
 _hash_memo: dict[tuple[str, float], str] = {}
 
 
@@ -67,7 +73,8 @@ def build_onnx(hf_dir: Path, precision: str = "fp32", options: dict[str, str] | 
     out = (cache or cache_root()) / "onnx" / key
     if reuse(out):
         return out
-    with build_entry(out) as tmp, tempfile.TemporaryDirectory(prefix="evalsuite-builder-") as scratch:
+    sweep_scratch()
+    with build_entry(out) as tmp, tempfile.TemporaryDirectory(prefix=f"{SCRATCH}{os.getpid()}-") as scratch:
         builder_dir = builder_input(hf_dir, cache or cache_root())
         seconds = _run_builder(builder_dir, tmp, precision, options, Path(scratch), execution)
         check_model(tmp)
@@ -86,13 +93,15 @@ def _run_builder(hf_dir: Path, out: Path, precision: str, options: dict[str, str
         cmd += ["--extra_options", *(f"{k}={v}" for k, v in sorted(options.items()))]
     start = time.perf_counter()
     env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
-    # Its own process group: on SIGTERM/SIGINT (or any error) the whole builder tree is terminated.
+    # Our process group (a CI runner's group kill, SIGKILL included, takes the builder too) and, on
+    # Linux, a parent-death signal (a SIGKILL of this process alone takes it as well). On SIGTERM/SIGINT
+    # or any error it is terminated before the temp folders are removed.
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=scratch,
-                            start_new_session=True)
+                            preexec_fn=_die_with_parent(os.getpid()))
     try:
         stdout, stderr = proc.communicate()
     except BaseException:
-        _terminate_group(proc)
+        _terminate(proc)
         raise
     if proc.returncode != 0:
         lines = [ln.strip() for ln in (stderr or stdout).splitlines() if ln.strip()]
@@ -102,19 +111,52 @@ def _run_builder(hf_dir: Path, out: Path, precision: str, options: dict[str, str
     return time.perf_counter() - start
 
 
-def _terminate_group(proc: subprocess.Popen[str], grace: float = 10.0) -> None:
-    """SIGTERM the child's process group, SIGKILL it after `grace` seconds; reap the child."""
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    """A preexec_fn: the child gets SIGKILL when this process dies (prctl PR_SET_PDEATHSIG, Linux).
+    prctl is looked up here, in the parent: the forked child only calls it (no import, no dlopen)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(1)
+
+    return arm
+
+
+def _terminate(proc: subprocess.Popen[str], grace: float = 10.0) -> None:
+    """SIGTERM the builder, SIGKILL it after `grace` seconds; reap it."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
         try:
             proc.wait(timeout=grace)
             break
         except subprocess.TimeoutExpired:
             continue
     proc.wait()
+
+
+def sweep_scratch() -> None:
+    """Remove builder scratch folders (`$TMPDIR/evalsuite-builder-PID-*`) whose process is gone (a
+    SIGKILL leaves them behind: no cleanup code runs)."""
+    for path in Path(tempfile.gettempdir()).glob(f"{SCRATCH}*"):
+        match = re.match(rf"{SCRATCH}(\d+)-", path.name)
+        if match is None or not path.is_dir() or path.is_symlink() or int(match.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except (PermissionError, OverflowError):
+            continue
 
 
 def check_model(folder: Path) -> None:

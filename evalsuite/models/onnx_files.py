@@ -10,7 +10,6 @@ external-data location must resolve inside the model's folder (no `../`, no abso
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -28,9 +27,12 @@ def resolve_onnx(path: Path) -> Path:
     name = "model.onnx"
     cfg = path / "genai_config.json"
     if cfg.is_file():
+        from evalsuite.models.positions import genai_config
+
         try:
-            name = json.loads(cfg.read_text())["model"]["decoder"]["filename"]
-        except (ValueError, KeyError, TypeError):
+            name = genai_config(path)["model"]["decoder"]["filename"]
+            assert isinstance(name, str) and name
+        except (KeyError, TypeError, AssertionError):
             raise ModelError(f"{cfg} is malformed (no model.decoder.filename); restore the GenAI config") from None
     model = path / name
     if not model.is_file():

@@ -12,7 +12,6 @@ k scored positions when the lm_head can be sliced (logits_tail.py), else [1, m, 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +122,10 @@ class OrtRunner:
         cfg = self.model.parent / "genai_config.json"
         if not cfg.is_file():
             return {}
-        decoder = json.loads(cfg.read_text()).get("model", {}).get("decoder", {})
+        from evalsuite.models.positions import genai_config
+
+        model = genai_config(cfg.parent).get("model", {})
+        decoder = model.get("decoder", {}) if isinstance(model, dict) else {}
         return decoder if isinstance(decoder, dict) else {}
 
     def _head_size(self) -> int | None:

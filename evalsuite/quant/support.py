@@ -11,11 +11,11 @@ qkv_proj / gate_up_proj, not searched here) and every family not listed.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from evalsuite.errors import UsageError
+from evalsuite.models.positions import read_config
 
 AWQ_ARCHITECTURES = ("llama", "mistral", "qwen2")
 
@@ -24,10 +24,7 @@ def model_type(hf_dir: Path) -> str | None:
     cfg = Path(hf_dir) / "config.json"
     if not cfg.is_file():
         return None
-    try:
-        value = json.loads(cfg.read_text()).get("model_type")
-    except (ValueError, AttributeError):
-        return None
+    value = read_config(Path(hf_dir)).get("model_type")
     return value if isinstance(value, str) else None
 
 

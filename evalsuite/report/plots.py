@@ -19,7 +19,6 @@ def write_plots(ev: Any, folder: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
-    folder.mkdir(parents=True, exist_ok=True)
     written = []
     for ds in sorted({key[2] for key in ev.cols}):
         base = ev.cols.get(("base", "ort", ds))
@@ -54,12 +53,24 @@ def _dnll_plot(path: Path, ds: str, base: np.ndarray, variants: dict[str, np.nda
 
 
 def _save(fig: Any, ax: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
 
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    return save_png(fig, path)
+
+
+def save_png(fig: Any, path: Path) -> Path:
+    """Render in memory, then write complete or not at all (cache.write_output)."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from evalsuite.cache import write_output
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     plt.close(fig)
+    write_output(path, buf.getvalue())
     return path
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from evalsuite.report.ci import quality_rows
+from evalsuite.report.plots import save_png
 
 
 def write_summary_plot(doc: dict[str, Any], folder: Path) -> list[Path]:
@@ -19,7 +20,6 @@ def write_summary_plot(doc: dict[str, Any], folder: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    folder.mkdir(parents=True, exist_ok=True)
     labels = [f"{r['variant']}\n{r['dataset']}" for r in rows]
     rel = [100 * r["rel"] for r in rows]
     err = [[100 * (r["dppl"] - lo) / r["base_ppl"] if lo is not None else 0.0 for r, (lo, _) in
@@ -34,7 +34,4 @@ def write_summary_plot(doc: dict[str, Any], folder: Path) -> list[Path]:
     for ax in (ax1, ax2):
         ax.tick_params(axis="x", labelsize=7)
     fig.tight_layout()
-    path = folder / "quality.png"
-    fig.savefig(path)
-    plt.close(fig)
-    return [path]
+    return [save_png(fig, folder / "quality.png")]
