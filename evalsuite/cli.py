@@ -254,6 +254,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     from evalsuite.config import load_suite
     from evalsuite.gate import results
     from evalsuite.gate.checks import baseline_checks
+    from evalsuite.gate.task_checks import task_baseline_checks
     from evalsuite.gate.verdict import compare, verdict
     from evalsuite.report import ci, terminal
 
@@ -282,6 +283,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
         checks = compare(doc, suite)
     if baseline is not None and baseline_path is not None:
         checks += baseline_checks(doc, baseline, suite.baseline, baseline_path.name)
+        checks += task_baseline_checks(doc, baseline, suite.baseline, baseline_path.name)
     doc = {**doc, "checks": [c.to_json() for c in checks], "passed": verdict(checks)}
     configured = load_suite(args.config).model.source
     if args.model and suite.model.source != configured:

@@ -250,9 +250,13 @@ class BaselineCfg:
     # Two-sided: when set, a PPL that moves by more than this fraction either way fails ("the baseline
     # no longer describes this model": a sudden improvement is as suspicious as a regression).
     max_rel_change: float | None = None
+    # Accuracy tasks: each lane's acc may fall below the stored baseline's (same examples and prompts)
+    # by at most this many points (a fraction). int4 kernels differ across CPUs: a near-tie can flip.
+    max_acc_regression: float = 0.05
 
     def __post_init__(self) -> None:
         _check_range("max_rel_regression", self.max_rel_regression, 0.0, None, "a non-negative fraction")
+        _check_range("max_acc_regression", self.max_acc_regression, 0.0, 1.0, "a fraction in [0, 1]")
         _check_range("max_rel_change", self.max_rel_change, 0.0, None, "a fraction > 0", open_low=True)
 
 

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from evalsuite.config import Suite
+from evalsuite.config import BaselineCfg, Suite
 from evalsuite.gate.checks import Check, make_check
 from evalsuite.gate.task_results import derive, find, lane_scores, outline_sha256, outlines, same_numbers
 from evalsuite.task_config import TaskLimits, task_limits
@@ -176,3 +176,30 @@ def _value(paired: dict[str, float] | None, spec: LimitSpec, interval: Literal["
     if bound is None:
         return None, f"no paired interval for interval = '{interval}'"
     return -bound, f"{interval} bound of the paired 95% CI (estimate {point:+.4g})"
+
+
+def task_baseline_checks(doc: dict[str, Any], baseline: dict[str, Any], cfg: BaselineCfg, name: str) -> list[Check]:
+    """Each task lane's acc vs the stored baseline's lane on the same examples and prompts
+    (requests sha256): it may fall by at most `max_acc_regression`."""
+    ours, theirs = doc.get("tasks"), baseline.get("tasks")
+    if not isinstance(ours, dict):
+        return []
+    theirs = theirs if isinstance(theirs, dict) else {}
+    mine = {t["task"]: t.get("requests_sha256") for t in ours.get("tasks", [])}
+    stored = {t["task"]: t.get("requests_sha256") for t in theirs.get("tasks", [])}
+    out = []
+    for run in ours.get("runs", []):
+        who = f"base/{run['runner']}" if run["variant"] == "base" else run["variant"]
+        match = find(theirs, run["task"], run["variant"], run["runner"])
+        acc = (run.get("metrics") or {}).get("acc")
+        ref = (match.get("metrics") or {}).get("acc") if match is not None else None
+        if match is None:
+            value, detail = None, f"no entry for this task lane in baseline {name}"
+        elif stored.get(run["task"]) != mine.get(run["task"]):
+            value, detail = None, f"baseline {name} scored other examples or prompts"
+        else:
+            value = ref - acc if isinstance(ref, (int, float)) and isinstance(acc, (int, float)) else None
+            detail = f"baseline {name}"
+        out.append(make_check("task_baseline_acc_drop", who, run["task"], value, cfg.max_acc_regression, "max",
+                              ref if isinstance(ref, (int, float)) else None, detail))
+    return out

@@ -39,13 +39,14 @@ NAMES = {
     "task_parity_max_abs_dll": "ORT vs torch task |Δll|",
     "task_parity_answer_agree": "same task answers",
     "task_acc_drop": "task acc drop",
+    "task_baseline_acc_drop": "vs baseline task acc drop",
     "task_acc_norm_drop": "task acc_norm drop",
     "task_flip_rate": "flip rate",
 }
 # Shares: AGREE ones unsigned (94.50%), the others signed (+2.5%: an accuracy drop in points).
 AGREE = {"parity_top1_agree", "same_top", "task_parity_answer_agree", "task_flip_rate"}
 PERCENT = {"rel_dppl", "parity_rel_dppl", "baseline_rel_regression", "baseline_rel_change", "top1_drop",
-           "task_acc_drop", "task_acc_norm_drop"} | AGREE
+           "task_acc_drop", "task_acc_norm_drop", "task_baseline_acc_drop"} | AGREE
 # Yes/no checks (gate/binding.py, result_present, task integrity): value 1 when satisfied, None when not.
 BOOLEAN = {"result_complete", "result_present", "binding_policy", "binding_suite", "binding_model", "binding_variant",
            "binding_data", "consistent_values", "plausible_values", "unique_runs", "baseline_model",
