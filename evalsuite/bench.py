@@ -194,7 +194,8 @@ def bench(suite: Any, data_dir: Path | None, max_tokens: int, timing_args: list[
     from evalsuite.cpu import cpu_info
     from evalsuite.models import source as model_source
     from evalsuite.quant.variants import build_variant
-    from evalsuite.suite import build_base_onnx, load_streams, load_texts
+    from evalsuite.runners import build_base_onnx
+    from evalsuite.suite import load_streams, load_texts
 
     n_batch = batch_stream_length(suite.eval.window, suite.eval.stride, max_tokens)
     ev = dataclasses.replace(suite.eval, datasets=suite.eval.datasets[:1], max_tokens=max(4 * max_tokens, n_batch))

@@ -273,7 +273,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     baseline = results.read(baseline_path, "baseline") if baseline_path else None
     if args.results:  # a stored document: bind it to the content the suite names now
         from evalsuite.data import corpora
-        from evalsuite.suite import content_identity
+        from evalsuite.identity import content_identity
 
         doc = results.read(args.results, "results")
         checks = compare(doc, suite, content_identity(suite, corpora.resolve_data_dir(args.data_dir)))

@@ -12,9 +12,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from evalsuite.cache import manifest_digest, package_versions, sweep_stale
-from evalsuite.config import DatasetCfg, Suite, custom_labels, is_path_ref, run_label
-from evalsuite.cpu import cpu_info, cpu_key
+from evalsuite.cache import package_versions, sweep_stale
+from evalsuite.config import DatasetCfg, Suite, is_path_ref, run_label
+from evalsuite.cpu import cpu_info
 from evalsuite.data import corpora, documents, sources
 from evalsuite.data.windows import Window, check_policy, plan_documents, plan_windows, shard_windows
 from evalsuite.errors import DataError, ModelError, ScoringError, UsageError
@@ -23,15 +23,16 @@ from evalsuite.gate.results import SCHEMA_VERSION, WINDOW_POLICY
 from evalsuite.models import source as model_source
 from evalsuite.quant.support import check_variants
 from evalsuite.quiet import quiet_transformers
+from evalsuite.runners import build_base_onnx, ort_runner, torch_device, torch_runner
 from evalsuite.scoring.journal import Journal, journal_path
 from evalsuite.scoring.lanes import Lane, Runner, RunResult, new_lane, score_lanes, summarize
 from evalsuite.scoring.metrics import paired_metrics, solo_metrics, unit_metrics
+from evalsuite.scoring.parity import export_notes, parity_stats
 from evalsuite.scoring.tokenstats import SOLO
 from evalsuite.stages import NullProgress, stage
-from evalsuite.task_suite import TaskLane, TaskSet, load_tasks, score_task_lanes, task_content, task_document
+from evalsuite.task_suite import TaskLane, TaskSet, load_tasks, score_task_lanes, task_document
 from evalsuite.task_suite import prepare as prepare_tasks
 
-PARITY_ROWS = 64  # logit rows compared at once (64 x 262,144 vocab x 8 B = 134 MB of float64)
 PACKAGES = ("evalsuite", "torch", "transformers", "onnxruntime", "onnxruntime-genai", "numpy", "tokenizers")
 
 
@@ -182,20 +183,20 @@ def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = No
     reference = None
     if "torch" in ev.runners:
         with stage(progress, "torch reference: load model"):
-            reference = _guarded(out, "base", "torch", lambda: _checked(_torch_runner(suite, source), streams))
+            reference = _guarded(out, "base", "torch", lambda: _checked(torch_runner(suite, source), streams))
         if reference is not None:
             _score_group(out, [("base", reference)], streams, progress)
     if "ort" in ev.runners:
         with stage(progress, "ORT base: fp32 ONNX build (cached after the first run) and load"):
             ort = _guarded(out, "base", "ort",
-                           lambda: _checked(_ort_runner(suite, build_base_onnx(suite, source)), streams))
+                           lambda: _checked(ort_runner(suite, build_base_onnx(suite, source)), streams))
         if ort is not None:
             out.identities["base_onnx"] = ort.identity["model"] if ort.identity else None
         if reference is not None and ort is not None and (shard is None or shard[0] == 0):
             with stage(progress, "ORT vs torch logit parity", len(streams), "datasets") as advance:
                 out.parity = [_advanced(parity_stats(reference, ort, s, suite.parity.sample_windows), advance)
                               for s in streams]
-            _export_notes(out.parity, source.path, ort.model, suite.eval.window)
+            export_notes(out.parity, source.path, ort.model, suite.eval.window)
         del reference
         if ort is None:  # nothing to compare the variants with: record them as not scored
             for variant in suite.variants:
@@ -226,69 +227,6 @@ def _checked(runner: Runner, streams: list[Stream]) -> Runner:
     return runner
 
 
-def build_base_onnx(suite: Suite, source: model_source.ModelSource) -> Path:
-    """The ORT base: the configured existing ONNX folder, else an fp32 build of the source."""
-    from evalsuite.models.onnx_build import build_onnx, execution_target
-
-    if suite.model.onnx:
-        return Path(suite.model.onnx).expanduser()
-    return build_onnx(source.path, suite.model.base_precision, execution=execution_target(suite.eval.provider))
-
-
-def _torch_runner(suite: Suite, source: model_source.ModelSource) -> Runner:
-    from evalsuite.models.torch_runner import TorchRunner
-
-    device = torch_device(suite)
-    runner = TorchRunner(source.path, suite.eval.threads, suite.model.trust_remote_code, device)
-    # A GGUF's exported folder is part of the identity: a rebuilt export never reuses older records.
-    export = manifest_digest(source.path) if source.kind == "gguf" else None
-    runner.identity = {"runner": "torch", "model": source.origin_sha256, "export": export,
-                       "threads": suite.eval.threads, "versions": package_versions(("torch", "transformers")),
-                       "cpu": cpu_key(), "device": device, "batch_size": suite.eval.batch_size}
-    return runner
-
-
-def torch_device(suite: Suite) -> str:
-    """The torch reference's device; an explicit 'cuda' without a CUDA torch is a usage error."""
-    want = suite.eval.torch_device
-    if want == "cpu" or (want == "auto" and suite.eval.provider.lower() != "cuda"):
-        return "cpu"
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if want == "cuda":
-        raise UsageError("--torch-device cuda, but this torch has no CUDA device; install a CUDA build of torch "
-                         "(see README, Installing) or use --torch-device cpu")
-    return "cpu"
-
-
-def _ort_runner(suite: Suite, onnx_dir: Path) -> Runner:
-    from evalsuite.models.ort_runner import OrtRunner
-
-    runner = OrtRunner(onnx_dir, suite.eval.provider, suite.eval.threads)
-    # The CPU's ISA is part of the identity: MLAS kernels (int4 above all) round differently per ISA,
-    # so per-window records from one CPU are never reused on another (a cache shared across machines).
-    runner.identity = {"runner": "ort", "model": onnx_identity(onnx_dir), "provider": suite.eval.provider,
-                       "threads": suite.eval.threads, "versions": package_versions(("onnxruntime",)),
-                       "cpu": cpu_key(), "batch_size": suite.eval.batch_size}
-    return runner
-
-
-def onnx_identity(path: Path) -> str:
-    """Folders built by evalsuite: their build key and verified manifest (so a rebuild never reuses
-    records of an earlier build); any other model (a folder or a file) is identified by the content
-    of the one file scored and its external data."""
-    from evalsuite.cache import cache_root
-    from evalsuite.models.onnx_files import content_sha256, resolve_onnx
-
-    if path.is_dir() and cache_root().resolve() in path.resolve().parents:
-        digest = manifest_digest(path)
-        if digest is not None:
-            return f"{path.name}:{digest}"
-    return content_sha256(resolve_onnx(path))
-
-
 def check_positions(suite: Suite, hf_dir: Path | None, gguf: Path | None = None) -> None:
     """Refuse windows and AWQ calibration sequences longer than the model's positions before any
     build or scoring (every runner; an HF folder, a given ONNX folder or a GGUF header says them)."""
@@ -305,7 +243,7 @@ def _variant_runner(suite: Suite, source: model_source.ModelSource, variant: Any
     from evalsuite.quant.variants import build_variant
 
     info = build_variant(source, variant, suite, out.provenance, progress)
-    runner = _ort_runner(suite, Path(info["path"]))
+    runner = ort_runner(suite, Path(info["path"]))
     info["identity"] = runner.identity["model"] if runner.identity else None
     out.variants[variant.name] = info
     return runner
@@ -399,38 +337,6 @@ def shard_indices(n_windows: int, shard: tuple[int, int] | None) -> list[int]:
     return everything if shard is None else shard_windows(everything, *shard)
 
 
-def parity_stats(reference: Any, candidate: Any, stream: Stream, n_windows: int) -> dict[str, Any]:
-    """Logit-level comparison on `n_windows` evenly spaced windows: max |Δlogit|, top-1 agreement."""
-    picks = sorted({round(i * (len(stream.windows) - 1) / max(1, n_windows - 1))
-                    for i in range(min(n_windows, len(stream.windows)))})
-    max_abs, agree, total = 0.0, 0, 0
-    for i in picks:
-        w = stream.windows[i]
-        inputs = stream.tokens[w.start : w.end - 1]
-        a, b = reference.logits(inputs, w.n_targets), candidate.logits(inputs, w.n_targets)
-        for r in range(0, w.n_targets, PARITY_ROWS):  # row chunks: no window-sized float64 copies
-            ra, rb = a[r : r + PARITY_ROWS], b[r : r + PARITY_ROWS]
-            max_abs = max(max_abs, float(np.max(np.abs(ra.astype(np.float64) - rb))))
-            agree += int(np.sum(ra.argmax(axis=1) == rb.argmax(axis=1)))
-        total += w.n_targets
-        del a, b
-    return {"dataset": stream.label, "reference": reference.name, "candidate": candidate.name,
-            "windows": picks, "positions": total, "max_abs_dlogit": max_abs, "top1_agree": agree / total}
-
-
-def _export_notes(parity: list[dict[str, Any]], hf_dir: Path, onnx_model: Path, window: int) -> None:
-    """Add the known export/reference differences (models/families.py) to each parity record; the
-    keys are absent when there are none, so the default model's records are unchanged."""
-    from evalsuite.models.families import export_mismatches, parity_notes
-
-    mismatches, notes = export_mismatches(hf_dir, onnx_model, window), parity_notes(hf_dir, window, onnx_model)
-    for stats in parity:
-        if mismatches:
-            stats["export_mismatches"] = mismatches
-        if notes:
-            stats["notes"] = notes
-
-
 def provenance(source: model_source.ModelSource, streams: list[Stream]) -> dict[str, Any]:
     versions = package_versions(PACKAGES)
     return {
@@ -481,53 +387,3 @@ def run_json(ev: Evaluation, run: RunResult) -> dict[str, Any]:
     return out
 
 
-def content_identity(suite: Suite, data_dir: Path | None = None) -> dict[str, Any]:
-    """Identities of what `suite` names now, computed without exporting, building or scoring: the
-    model's origin sha256, a given ORT base's and every given ONNX variant's content hash. Gating
-    a stored results file compares them with what the file says was scored (gate/binding.py)."""
-    from evalsuite.models.onnx_files import content_sha256, resolve_onnx
-
-    out: dict[str, Any] = {"model": {}, "base_onnx": None, "variants": {}}
-    try:
-        out["model"]["origin_sha256"] = model_source.origin_sha256(suite.model.source)
-        out["model"]["tokenizer_sha256"] = model_source.tokenizer_sha256(suite.model.source)
-    except ModelError as err:
-        out["model"] = {"error": str(err)}
-    if suite.model.onnx:
-        try:
-            out["base_onnx"] = content_sha256(resolve_onnx(Path(suite.model.onnx)))
-        except ModelError as err:
-            out["base_onnx"] = f"unavailable: {err}"
-    for v in suite.variants:
-        if v.method == "onnx" and v.path is not None:
-            try:
-                out["variants"][v.name] = content_sha256(resolve_onnx(Path(v.path)))
-            except ModelError as err:
-                out["variants"][v.name] = f"unavailable: {err}"
-    out["data"] = data_identity(suite, data_dir)
-    if suite.tasks:
-        out["tasks"] = task_content(suite)
-    return out
-
-
-def data_identity(suite: Suite, data_dir: Path | None) -> dict[str, str]:
-    """sha256 of each dataset's text now: a packaged one's pinned text sha256 (what its label means;
-    no data is read), a custom one's from its files read again (a hub source is loaded)."""
-    custom, out = set(custom_labels(suite)), {}
-    for ref in suite.eval.datasets:
-        if run_label(ref) not in custom:
-            pinned = corpora.packaged_text_sha256(ref)
-            if pinned is None:  # a packaged TOML without a text pin: read its text
-                custom.add(run_label(ref))
-            else:
-                out[run_label(ref)] = pinned
-    if not custom:
-        return out
-    try:
-        only = dataclasses.replace(suite, eval=dataclasses.replace(
-            suite.eval, datasets=tuple(d for d in suite.eval.datasets if run_label(d) in custom)))
-        for text in load_texts(only, data_dir):
-            out[text.label] = text.sha256
-    except DataError as err:
-        return out | {label: f"unavailable: {err}" for label in custom}
-    return out

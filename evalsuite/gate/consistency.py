@@ -158,7 +158,7 @@ def parity_problem(doc: dict[str, Any]) -> str:
 
 
 def parity_windows_problem(doc: dict[str, Any], rec: dict[str, Any]) -> str:
-    """The windows a parity record compared are the evenly spaced ones suite.parity_stats picks."""
+    """The windows a parity record compared are the evenly spaced ones scoring/parity.parity_stats picks."""
     base = next((r for r in doc.get("runs", []) if r.get("variant") == "base" and r.get("dataset") ==
                  rec.get("dataset") and isinstance(r.get("windows"), int)), None)
     if "windows" not in rec or base is None or doc.get("shard"):

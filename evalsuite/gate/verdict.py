@@ -17,7 +17,7 @@ from evalsuite.gate.task_checks import task_checks
 
 def compare(doc: dict[str, Any], suite: Suite, content: dict[str, Any] | None = None) -> list[Check]:
     """Every check of `doc` against `suite`. `content`: identities of what the suite names *now*
-    (see suite.content_identity), compared with the document's when gating a stored results file."""
+    (see identity.content_identity), compared with the document's when gating a stored results file."""
     checks: list[Check] = integrity_checks(doc, suite, content)
     runners = suite.eval.runners
     datasets = dataset_labels(suite)

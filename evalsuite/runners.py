@@ -1,0 +1,78 @@
+"""Runner factories of the pipeline: the torch reference, the ORT base and ORT variants, each with
+the identity its journal records are keyed by (model content, settings, versions, CPU ISA)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from evalsuite.cache import manifest_digest, package_versions
+from evalsuite.config import Suite
+from evalsuite.cpu import cpu_key
+from evalsuite.errors import UsageError
+from evalsuite.models import source as model_source
+
+
+def build_base_onnx(suite: Suite, source: model_source.ModelSource) -> Path:
+    """The ORT base: the configured existing ONNX folder, else an fp32 build of the source."""
+    from evalsuite.models.onnx_build import build_onnx, execution_target
+
+    if suite.model.onnx:
+        return Path(suite.model.onnx).expanduser()
+    return build_onnx(source.path, suite.model.base_precision, execution=execution_target(suite.eval.provider))
+
+
+def torch_runner(suite: Suite, source: model_source.ModelSource) -> Any:
+    from evalsuite.models.torch_runner import TorchRunner
+
+    device = torch_device(suite)
+    runner = TorchRunner(source.path, suite.eval.threads, suite.model.trust_remote_code, device)
+    # A GGUF's exported folder is part of the identity: a rebuilt export never reuses older records.
+    export = manifest_digest(source.path) if source.kind == "gguf" else None
+    runner.identity = {"runner": "torch", "model": source.origin_sha256, "export": export,
+                       "threads": suite.eval.threads, "versions": package_versions(("torch", "transformers")),
+                       "cpu": cpu_key(), "device": device, "batch_size": suite.eval.batch_size}
+    return runner
+
+
+def torch_device(suite: Suite) -> str:
+    """The torch reference's device; an explicit 'cuda' without a CUDA torch is a usage error."""
+    want = suite.eval.torch_device
+    if want == "cpu" or (want == "auto" and suite.eval.provider.lower() != "cuda"):
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if want == "cuda":
+        raise UsageError("--torch-device cuda, but this torch has no CUDA device; install a CUDA build of torch "
+                         "(see README, Installing) or use --torch-device cpu")
+    return "cpu"
+
+
+def ort_runner(suite: Suite, onnx_dir: Path) -> Any:
+    from evalsuite.models.ort_runner import OrtRunner
+
+    runner = OrtRunner(onnx_dir, suite.eval.provider, suite.eval.threads)
+    # The CPU's ISA is part of the identity: MLAS kernels (int4 above all) round differently per ISA,
+    # so per-window records from one CPU are never reused on another (a cache shared across machines).
+    runner.identity = {"runner": "ort", "model": onnx_identity(onnx_dir), "provider": suite.eval.provider,
+                       "threads": suite.eval.threads, "versions": package_versions(("onnxruntime",)),
+                       "cpu": cpu_key(), "batch_size": suite.eval.batch_size}
+    return runner
+
+
+def onnx_identity(path: Path) -> str:
+    """Folders built by evalsuite: their build key and verified manifest (so a rebuild never reuses
+    records of an earlier build); any other model (a folder or a file) is identified by the content
+    of the one file scored and its external data."""
+    from evalsuite.cache import cache_root
+    from evalsuite.models.onnx_files import content_sha256, resolve_onnx
+
+    if path.is_dir() and cache_root().resolve() in path.resolve().parents:
+        digest = manifest_digest(path)
+        if digest is not None:
+            return f"{path.name}:{digest}"
+    return content_sha256(resolve_onnx(path))
+
+
