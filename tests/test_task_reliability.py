@@ -265,3 +265,42 @@ def test_kill_9_mid_task_then_resume_gives_identical_scores(tiny_llama_dir: Path
     rescored = read(tmp_path / "again.json")["tasks"]["runs"][0]
     assert rescored["reused_examples"] == 119
     assert rescored["scores"] == fresh["scores"] and rescored["metrics"] == fresh["metrics"]
+
+
+def _first_run(f: Callable[[Doc], None]) -> Callable[[Doc], None]:
+    return lambda doc: f(doc["tasks"]["runs"][0])
+
+
+MALFORMED: dict[str, tuple[Callable[[Doc], None], int, str]] = {
+    "no-scores": (_first_run(lambda r: r.pop("scores")), 2, "tasks.runs[0].scores is missing"),
+    "string-loglik": (_first_run(lambda r: r["scores"][0][0].__setitem__(0, "a")), 2,
+                      "tasks.runs[0].scores is not, per example, a list of [log-likelihood, greedy] numbers"),
+    "outline-not-a-list": (lambda d: d["tasks"]["tasks"][0].__setitem__("outline", 5), 2,
+                           "tasks.tasks[0].outline is missing or '5'"),
+    "gold-out-of-range": (lambda d: d["tasks"]["tasks"][0]["outline"][0].__setitem__(0, 9), 2,
+                          "tasks.tasks[0].outline is not a list of [gold, chars, bytes, single]"),
+    "unknown-metric": (lambda d: d["tasks"]["tasks"][0].__setitem__("metrics", ["acc", "f1"]), 2,
+                       "tasks.tasks[0].metrics names a metric outside"),
+    "lost-choice-row": (_first_run(lambda r: r["scores"][0].pop()), 1, "3 scores for 4 choices"),
+    "example-without-rows": (_first_run(lambda r: r["scores"].__setitem__(0, [])), 1, "0 scores for 4 choices"),
+}
+
+
+@pytest.mark.parametrize("name", MALFORMED)
+def test_gate_refuses_or_fails_a_malformed_tasks_section(sharded: dict[str, Any], name: str) -> None:
+    """A section the gate cannot read is a one-line exit 2; a readable one whose shapes are wrong fails
+    `task_consistent` (exit 1); never an internal error."""
+    forge, code, needle = MALFORMED[name]
+    doc = read(sharded["folder"] / "full.json")
+    assert len(_run(doc)["scores"][0]) == 4  # arc_easy's first example has 4 choices
+    forge(doc)
+    path, out = sharded["folder"] / f"{name}.json", sharded["folder"] / f"{name}-gate.json"
+    path.write_text(json.dumps(doc))
+    proc = cli(["gate", "--config", str(sharded["suite"]), "--results", str(path), "--no-baseline",
+                "--json-out", str(out)], sharded["cache"], sharded["data_dir"])
+    if code == 2:
+        one_line(proc, needle)
+        return
+    assert proc.returncode == 1 and "internal error" not in proc.stderr, proc.stderr
+    failed = {c["name"]: c["detail"] for c in read(out)["checks"] if not c["passed"]}
+    assert needle in failed["task_consistent"], failed
