@@ -378,12 +378,17 @@ def resolve_baseline(name: str, config: Path | None) -> Path:
 def cmd_merge(args: argparse.Namespace) -> int:
 
     from evalsuite.gate import results
+    from evalsuite.gate.task_merge import merge_tasks
     from evalsuite.report import terminal
     from evalsuite.scoring import merge
     from evalsuite.scoring.lanes import RunResult
 
     check_writable(args.json_out)
-    doc = merge.merge([results.read(p, "shard") for p in args.shards])
+    shards = [results.read(p, "shard") for p in args.shards]
+    doc = {k: v for k, v in merge.merge(shards).items() if k != "tasks"}  # shard 0's section is partial
+    tasks = merge_tasks(shards)  # after merge.merge: the shard set is checked
+    if tasks is not None:
+        doc = {**doc, "tasks": tasks}
     results.write(args.json_out, doc)
     terminal.console().print(terminal.results_table([RunResult(**r) for r in doc["runs"]]))
     return 1 if doc["errors"] else 0

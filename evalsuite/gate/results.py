@@ -127,6 +127,10 @@ def validate(doc: dict[str, Any]) -> str | None:
             for key, types in keys.items():
                 if _bad(item.get(key), types):
                     return f"{field}[{i}].{key} is missing or {item.get(key)!r}, not {types[0].__name__}"
+    if "tasks" in doc:
+        from evalsuite.gate.task_results import section_problem
+
+        return section_problem(doc["tasks"])
     return None
 
 

@@ -80,19 +80,28 @@ def derive(section: dict[str, Any]) -> tuple[dict[Key, dict[str, float]], dict[s
     parity: dict[str, dict[str, float]] = {}
     for task, outline in shapes.items():
         base_name = base_runner(section, task)
-        base = find(section, task, "base", base_name) if base_name else None
+        base = fitted(find(section, task, "base", base_name) if base_name else None, outline)
         for run in section.get("runs", []):
-            if run["task"] != task or len(run["scores"]) != len(outline) or not outline:
+            scores = fitted(run, outline) if run["task"] == task else None
+            if scores is None:
                 continue
-            scores = lane_scores(run)
             m = tm.solo(names[task], outline, scores)
-            if run["variant"] != "base" and base is not None and len(base["scores"]) == len(outline):
-                m |= tm.paired(names[task], outline, lane_scores(base), scores)
+            if run["variant"] != "base" and base is not None:
+                m |= tm.paired(names[task], outline, base, scores)
             metrics[(task, run["variant"], run["runner"])] = m
-        ref, ort = find(section, task, "base", "torch"), find(section, task, "base", "ort")
-        if ref is not None and ort is not None and len(ref["scores"]) == len(ort["scores"]) == len(outline):
-            parity[task] = tm.parity(outline, lane_scores(ref), lane_scores(ort))
+        ref, ort = (fitted(find(section, task, "base", r), outline) for r in ("torch", "ort"))
+        if ref is not None and ort is not None:
+            parity[task] = tm.parity(outline, ref, ort)
     return metrics, parity
+
+
+def fitted(run: dict[str, Any] | None, outline: Sequence[tm.Example]) -> list[np.ndarray] | None:
+    """The run's scores when it covers every example with one row per choice, else None (no metrics:
+    the task checks name the shape problem)."""
+    if run is None or not outline or len(run["scores"]) != len(outline):
+        return None
+    scores = lane_scores(run)
+    return scores if all(s.shape[0] == len(e.chars) for s, e in zip(scores, outline, strict=True)) else None
 
 
 def with_metrics(section: dict[str, Any]) -> dict[str, Any]:
@@ -113,3 +122,61 @@ def same_numbers(a: dict[str, float], b: dict[str, Any], rel: float = 1e-9) -> s
                                                                                         abs_tol=1e-12):
             return f"{k} is {w!r}, the scores give {v!r}"
     return None
+
+
+def _num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+RECORD_TYPES: dict[str, tuple[type, ...]] = {"task": (str,), "name": (str,), "metrics": (list,),
+                                              "limit": (int, type(None)), "examples": (int,),
+                                              "outline_sha256": (str,), "outline": (list,)}
+RUN_TYPES: dict[str, tuple[type, ...]] = {"task": (str,), "variant": (str,), "runner": (str,), "scores": (list,)}
+
+
+def _typed(item: Any, types: dict[str, tuple[type, ...]], where: str) -> str | None:
+    if not isinstance(item, dict):
+        return f"{where} is not an object"
+    for key, want in types.items():
+        value = item.get(key)
+        if not isinstance(value, want) or (isinstance(value, bool) and bool not in want):
+            return f"{where}.{key} is missing or {str(value)[:40]!r}, not {want[0].__name__}"
+    return None
+
+
+def _outline_ok(items: list[Any]) -> bool:
+    try:
+        return all(0 <= e.gold < len(e.chars) == len(e.nbytes) for e in map(tm.Example.from_json, items))
+    except (TypeError, ValueError):
+        return False
+
+
+def section_problem(section: Any) -> str | None:
+    """None when the `tasks` section has every field `derive` and the task checks read, with its type
+    (values are judged by the checks: a dropped example fails `task_consistent`), else the first problem."""
+    if not isinstance(section, dict) or section.get("schema") != TASKS_SCHEMA:
+        return f"'tasks' is not a schema {TASKS_SCHEMA} tasks section"
+    for field in ("tasks", "runs", "parity"):
+        if not isinstance(section.get(field, []), list):
+            return f"tasks.{field} is not a list"
+    for i, rec in enumerate(section.get("tasks", [])):
+        problem = _typed(rec, RECORD_TYPES, f"tasks.tasks[{i}]")
+        if problem is None and not all(m in tm.METRICS for m in rec["metrics"]):
+            problem = f"tasks.tasks[{i}].metrics names a metric outside {', '.join(tm.METRICS)}"
+        if problem is None and not _outline_ok(rec["outline"]):
+            problem = f"tasks.tasks[{i}].outline is not a list of [gold, chars, bytes, single]"
+        if problem:
+            return problem
+    for i, run in enumerate(section.get("runs", [])):
+        problem = _typed(run, RUN_TYPES, f"tasks.runs[{i}]")
+        rows = [] if problem else [r for s in run["scores"] for r in (s if isinstance(s, list) else [None])]
+        if problem is None and not all(isinstance(r, list) and len(r) == 2 and all(map(_num, r)) for r in rows):
+            problem = f"tasks.runs[{i}].scores is not, per example, a list of [log-likelihood, greedy] numbers"
+        metrics = run.get("metrics", {})
+        if problem is None and not (isinstance(metrics, dict) and all(map(_num, metrics.values()))):
+            problem = f"tasks.runs[{i}].metrics holds a value that is not a number"
+        if problem:
+            return problem
+    return next((f"tasks.parity[{i}] is not an object naming its task" for i, p in
+                 enumerate(section.get("parity", [])) if not isinstance(p, dict) or not isinstance(p.get("task"), str)),
+                None)
