@@ -175,6 +175,34 @@ class OrtRunner:
                                f"[{input_ids.shape[0]}, {want}]")
         return np.asarray(out[:, -k:], dtype=np.float32)
 
+    def prefix(self, input_ids: np.ndarray) -> Any:
+        """Run a shared context once and keep its `present.*` KV outputs for `extend` (None when the
+        cache cannot simply grow: bounded sliding-window buffers, or no KV inputs)."""
+        past = self.feeds_spec["past"]
+        if not past or any(capacity for _, _, _, capacity in past.values()):
+            return None
+        ids = np.ascontiguousarray(input_ids, dtype=np.int64).reshape(1, -1)
+        names = list(past)
+        outs = self.session.run([n.replace("past_key_values.", "present.") for n in names], self.feeds(ids, 1))
+        return int(ids.shape[1]), dict(zip(names, outs, strict=True))
+
+    def extend(self, state: Any, input_ids: np.ndarray, k: int) -> np.ndarray:
+        """Logits [k, V] of the last k positions of `input_ids` fed after the prefix's KV cache."""
+        length, past = state
+        ids = np.ascontiguousarray(input_ids, dtype=np.int64).reshape(1, -1)
+        m = int(ids.shape[1])
+        feeds: dict[str, np.ndarray] = {"input_ids": ids, **past}
+        if self.keep:
+            feeds[KEEP_INPUT] = np.array([k], dtype=np.int64)
+        if self.feeds_spec["mask"]:
+            feeds["attention_mask"] = np.ones((1, length + m), dtype=np.int64)
+        if self.feeds_spec["position_ids"]:
+            feeds["position_ids"] = np.arange(length, length + m, dtype=np.int64)[None]
+        out = self.session.run(["logits"], feeds)[0]
+        if out.shape[1] < k:
+            raise ScoringError(f"model returned logits for {out.shape[1]} positions, expected {k}")
+        return np.asarray(out[0, -k:], dtype=np.float32)
+
     def check_vocab(self, tokenizer_vocab: int) -> None:
         if self.vocab_size < tokenizer_vocab:
             raise ModelError(f"{self.model.name} outputs {self.vocab_size} logits but the tokenizer has "

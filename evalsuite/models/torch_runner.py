@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from evalsuite.errors import ModelError
+from evalsuite.errors import ModelError, ScoringError
 from evalsuite.models.logprobs import nll_from_logits
 from evalsuite.quiet import quiet_transformers
 
@@ -54,3 +54,33 @@ class TorchRunner:
     def nll(self, input_ids: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """input_ids int64 [m]; targets int64 [k] predicted by the last k positions -> float64 [k]."""
         return nll_from_logits(self.logits(input_ids, int(targets.shape[0])), targets)
+
+    def prefix(self, input_ids: np.ndarray) -> Any:
+        """Run a shared context once, keeping its KV cache for `extend` (None: this model's cache cannot
+        be rolled back, e.g. sliding-window layers; the caller then forwards each request whole)."""
+        import torch
+
+        if getattr(self.model.config, "sliding_window", None) or getattr(self.model.config, "layer_types", None):
+            return None
+        with torch.inference_mode():
+            ids = torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64))[None].to(self.device)
+            out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
+        cache = out.past_key_values
+        return (int(ids.shape[1]), cache) if hasattr(cache, "crop") else None
+
+    def extend(self, state: Any, input_ids: np.ndarray, k: int) -> np.ndarray:
+        """Logits [k, V] of the last k positions of `input_ids` fed after the prefix; the cache is
+        cropped back to the prefix afterwards, so every request starts from the same state."""
+        import torch
+
+        length, cache = state
+        with torch.inference_mode():
+            ids = torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64))[None].to(self.device)
+            try:
+                out = self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=k)
+            finally:  # transformers 5: a negative count removes that many tokens (the ones just added)
+                cache.crop(-int(ids.shape[1]))
+            if cache.get_seq_length() != length:
+                raise ScoringError(f"the KV cache holds {cache.get_seq_length()} positions after a request, "
+                                   f"not the prefix's {length}")
+            return out.logits[0].float().cpu().numpy()

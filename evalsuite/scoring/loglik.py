@@ -5,7 +5,7 @@ front of the continuation; the pair is encoded whole and the context alone (no s
 lm-eval's default for causal models without `add_bos_token`), and the continuation's tokens are the
 whole encoding past the context's length. An empty context is the prefix token (BOS/EOS). The model
 is fed `(context + continuation)[-(max_length + 1):][:-1]`; the last `len(continuation)` positions'
-log-softmax give the continuation's log-likelihood (summed in float64) and whether every
+log-softmax give the continuation's log-likelihood (float32, as lm-eval) and whether every
 continuation token is the argmax (`is_greedy`, LAMBADA's accuracy).
 """
 
@@ -85,28 +85,64 @@ def tokenize_examples(tokenizer: Any, examples: Sequence[Example], max_length: i
 
 def score_request(runner: LogitsRunner, inputs: np.ndarray, targets: np.ndarray) -> tuple[float, bool]:
     """(log P(targets | context), every target greedy) from the last len(targets) positions."""
+    return reduce_logits(runner.name, runner.logits(inputs, int(targets.shape[0])), targets)
+
+
+def reduce_logits(name: str, raw: np.ndarray, targets: np.ndarray) -> tuple[float, bool]:
+    """lm-eval's reduction, bit for bit: float32 `log_softmax` over the vocabulary (torch), the
+    targets' log-probabilities gathered and summed in float32, greedy = argmax of the log-softmax.
+    (float64 would be more accurate: float32 rounding moves a 330-nat piqa choice by 1.9e-3 nats,
+    but every lane reduces the same way, so lanes compare like with like and match lm-eval's logs.)"""
+    import torch
+
     k = int(targets.shape[0])
-    logits = np.asarray(runner.logits(inputs, k), dtype=np.float64)
-    if logits.shape[0] != k or not np.all(np.isfinite(logits)):
-        raise ScoringError(f"the {runner.name} model returned non-finite or mis-shaped logits "
+    logits = np.ascontiguousarray(raw, dtype=np.float32)
+    if logits.ndim != 2 or logits.shape[0] != k or not np.all(np.isfinite(logits)):
+        raise ScoringError(f"the {name} model returned non-finite or mis-shaped logits "
                            f"({list(logits.shape)}) for a request of {k} continuation tokens")
-    top = logits.max(axis=1, keepdims=True)
-    logz = (top[:, 0] + np.log(np.exp(logits - top).sum(axis=1)))
-    rows = np.arange(k)
-    ll = float(np.sum(logits[rows, targets] - logz))
-    greedy = bool(np.all(logits.argmax(axis=1) == targets))
+    logp = torch.log_softmax(torch.from_numpy(logits), dim=-1)
+    cont = torch.from_numpy(np.ascontiguousarray(targets, dtype=np.int64))
+    ll = float(logp.gather(1, cont[:, None]).squeeze(-1).sum())
+    greedy = bool((logp.argmax(dim=-1) == cont).all())
     return ll, greedy
 
 
+def shared_prefix(tok: Tokenized) -> int:
+    """Input tokens every request of the example starts with and that no request scores: the context
+    forwarded once (0 when there is a single request or nothing is shared)."""
+    if len(tok.inputs) < 2:
+        return 0
+    first, n = tok.inputs[0], min(int(i.shape[0]) - int(t.shape[0]) for i, t in zip(tok.inputs, tok.targets,
+                                                                                       strict=True))
+    for other in tok.inputs[1:]:
+        same = np.flatnonzero(first[:n] != other[:n])
+        n = int(same[0]) if same.size else n
+    return max(n, 0)
+
+
 def score_example(runner: LogitsRunner, tok: Tokenized) -> np.ndarray:
-    """float64 [n_requests, 2]: log-likelihood and is_greedy (1.0 / 0.0) per request."""
-    return np.asarray([score_request(runner, i, t) for i, t in zip(tok.inputs, tok.targets, strict=True)],
-                      dtype=np.float64)
+    """float64 [n_requests, 2]: log-likelihood and is_greedy (1.0 / 0.0) per request. A context shared
+    by every request is forwarded once and its KV cache extended per request, when the runner can
+    (`prefix` / `extend`); the logits equal a whole forward's within float rounding (tests/test_tasks.py)."""
+    shared = shared_prefix(tok)
+    state = runner.prefix(tok.inputs[0][:shared]) if shared and hasattr(runner, "prefix") else None
+    pairs = zip(tok.inputs, tok.targets, strict=True)
+    if state is None:
+        rows = [score_request(runner, i, t) for i, t in pairs]
+    else:
+        extend = runner.extend  # type: ignore[attr-defined]
+        rows = [reduce_logits(runner.name, extend(state, i[shared:], int(t.shape[0])), t) for i, t in pairs]
+    return np.asarray(rows, dtype=np.float64)
 
 
 def forwarded_tokens(tokenized: Sequence[Tokenized]) -> int:
-    """Tokens fed to the model for these examples (one forward per request, as lm-eval's HF backend)."""
-    return sum(int(i.shape[0]) for t in tokenized for i in t.inputs)
+    """Tokens fed to the model for these examples: a shared context once, then each request's rest
+    (lm-eval's HF backend feeds every request whole: `sum(len(inputs))`)."""
+    total = 0
+    for t in tokenized:
+        shared = shared_prefix(t)
+        total += shared + sum(int(i.shape[0]) - shared for i in t.inputs)
+    return total
 
 
 def score_examples(runner: LogitsRunner, tokenized: Sequence[Tokenized], indices: Sequence[int],
