@@ -1,4 +1,4 @@
-"""Sessions: `eval` (the default suite: gate the default model), `tests`, `lint`, `bench`, `gemma`.
+"""Sessions: `eval` (the default suite: gate the default model), `tests`, `lint`, `bench`, `gemma`, `tasks`.
 
 torch: the sessions install `torch==2.13.0` first (a CPU wheel on the project's machines; pip
 takes it from local disk in seconds). Elsewhere pip would take PyPI's torch 2.13.0 (CUDA build on
@@ -18,6 +18,7 @@ import nox
 ROOT = Path(__file__).resolve().parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
 GEMMA_SUITE = "evalsuite/suites/gemma3-270m.toml"
+TASKS_SUITE = "evalsuite/suites/tasks.toml"
 nox.options.sessions = ["eval", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
@@ -80,6 +81,17 @@ def gemma(session: nox.Session) -> None:
     Path("results").mkdir(exist_ok=True)
     session.run("evalsuite", "gate", "--config", GEMMA_SUITE, "--json-out", "results/gate-gemma3-270m.json",
                 *session.posargs, env=data_env())
+
+
+@nox.session
+def tasks(session: nox.Session) -> None:
+    """The fuller accuracy suite (every task, 500 examples, RTN/AWQ/HQQ): `nox -s tasks`; extra args
+    go to `evalsuite gate` (e.g. `-- --limit 100`)."""
+    install(session)
+    Path("results").mkdir(exist_ok=True)
+    session.run("evalsuite", "gate", "--config", TASKS_SUITE, "--no-baseline", "--json-out", "results/tasks.json",
+                "--markdown", "results/tasks.md", "--samples-out", "results/tasks-samples.jsonl", *session.posargs,
+                env=data_env())
 
 
 @nox.session
