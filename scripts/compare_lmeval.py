@@ -42,7 +42,8 @@ def margin(lls: list[float], norm: list[float] | None = None) -> float:
 
 def compare_task(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> dict[str, Any]:
     by_id = {o["doc_id"]: o for o in ours}
-    n, same_args, max_dll, counts, flips = 0, True, 0.0, {"acc": [0, 0], "acc_norm": [0, 0]}, []
+    n, same_args, max_dll, flips = 0, True, 0.0, []
+    counts = {m: [0, 0] for m in ("acc", "acc_norm") if theirs and m in theirs[0]}
     for t in theirs:
         o = by_id.get(t["doc_id"])
         if o is None:
@@ -83,10 +84,11 @@ def main() -> int:
             continue
         r = compare_task(ours[task], read_jsonl(path))
         c = r["counts"]
-        norm = f"{c['acc_norm'][0]} / {c['acc_norm'][1]}" if any(c["acc_norm"]) or task != "winogrande" else "—"
+        norm = f"{c['acc_norm'][0]} / {c['acc_norm'][1]}" if "acc_norm" in c else "—"
         differ = ", ".join(f"doc {d} {m} ({g:.2e})" for d, m, g in r["differ"]) or "none"
+        acc = f"{c['acc'][0]} / {c['acc'][1]}" if "acc" in c else "—"
         print(f"| {task} | {r['examples']} | {'yes' if r['same_requests'] else 'NO'} | {r['max_abs_dll']:.2e} | "
-              f"{c['acc'][0]} / {c['acc'][1]} | {norm} | {differ} |")
+              f"{acc} | {norm} | {differ} |")
         bad |= not r["same_requests"] or r["max_abs_dll"] > TOL or any(g > TOL for _, _, g in r["differ"])
     return 1 if bad else 0
 

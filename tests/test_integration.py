@@ -89,6 +89,47 @@ def test_default_gate_parity_and_awq_beats_rtn(tmp_path: Path, data_dir: Path) -
         assert rtn["metrics"]["dppl_ci95_low"] > 0  # the RTN degradation is significant
     parity = [c for c in doc["checks"] if c["name"].startswith("parity")]
     assert len(parity) == 6 and all(c["passed"] for c in parity)
+    # accuracy tasks: every lane scored, ORT base == torch on the answers, int4 numbers reported
+    task_parity = [c for c in doc["checks"] if c["name"].startswith("task_parity")]
+    assert len(task_parity) == 4 and all(c["passed"] for c in task_parity), task_parity
+    runs = {(r["task"], r["variant"], r["runner"]): r for r in doc["tasks"]["runs"]}
+    for task in ("arc_easy", "lambada_openai"):
+        for v in ("rtn-b32-acc4", "awq-b32-acc4"):
+            m = runs[(task, v, "ort")]["metrics"]
+            assert m["dacc_ci95_low"] <= m["dacc"] <= m["dacc_ci95_high"] and 0 <= m["flip_rate"] <= 1
     assert code == (0 if doc["passed"] else 1) and doc["passed"], [c for c in doc["checks"] if not c["passed"]]
     sizes = doc["variants"]
     assert sizes["rtn-b32-acc4"]["size_mb"] < 100 < 500  # int4 weights: ~86 MB vs 540 MB fp32
+
+
+LMEVAL = Path(__file__).resolve().parent / "fixtures" / "lmeval_samples.json"
+
+
+def test_task_requests_and_loglikelihoods_match_lm_eval(source: model_source.ModelSource) -> None:
+    """On lm-eval 0.4.13's own logged samples (first 12 docs of six tasks, tests/fixtures): the same
+    request strings character for character, per-choice log-likelihoods within 1e-4 nats (lm-eval
+    forwards each request whole; evalsuite forwards the shared context once, so float32 rounding
+    differs slightly), the same greedy flags and the same acc / acc_norm per example."""
+    from transformers import AutoTokenizer
+
+    from evalsuite.data.tasks import load_task
+    from evalsuite.models.torch_runner import TorchRunner
+    from evalsuite.scoring import loglik
+    from evalsuite.scoring import task_metrics as tm
+
+    ref = json.loads(LMEVAL.read_text())["tasks"]
+    tok = AutoTokenizer.from_pretrained(source.path)
+    runner = TorchRunner(source.path)
+    for task, rows in ref.items():
+        data = load_task(task, len(rows))
+        assert [[[r.context, r.continuation] for r in e.requests] for e in data.examples] == \
+            [r["arguments"] for r in rows], task
+        tokenized = loglik.tokenize_examples(tok, data.examples, 8192)
+        for ex, tokd, row in zip(data.examples, tokenized, rows, strict=True):
+            got = loglik.score_example(runner, tokd)
+            np.testing.assert_allclose(got[:, 0], row["loglikelihoods"], rtol=0, atol=1e-4, err_msg=task)
+            assert [bool(g) for g in got[:, 1]] == row["is_greedy"], (task, ex.index)
+            shape = tm.outline(ex)
+            for metric in ("acc", "acc_norm"):
+                if metric in row:
+                    assert tm.METRICS[metric].per_example(shape, got) == row[metric], (task, ex.index, metric)
