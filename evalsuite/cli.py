@@ -110,7 +110,8 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, help="truncate each token stream to its first N tokens")
     p.add_argument("--runner", action="append", choices=["torch", "ort"], help="repeatable")
     p.add_argument("--task", action="append", metavar="NAME", help="accuracy task (hellaswag, arc_easy, ... or "
-                   "path/to/mine.toml); repeatable, replaces the suite's [[tasks]]")
+                   "path/to/mine.toml); repeatable. --dataset, --text and --task together replace the suite's "
+                   "whole selection: name only tasks to score only tasks")
     p.add_argument("--limit", type=int, help="score the first N examples of each task (lm-eval's --limit)")
     p.add_argument("--samples-out", type=Path, help="write every task example's scores as JSON lines here")
     p.add_argument("--provider", help="ONNX Runtime execution provider: cpu, cuda, dml (default cpu)")
@@ -160,8 +161,10 @@ def suite_from_args(args: argparse.Namespace) -> Any:
 
     suite = load_suite(args.config)
     ev = suite.eval
+    # What the command line names to score (--dataset, --text, --task) replaces the suite's whole selection
+    picked = bool(args.dataset or args.text or args.task)
     overrides = {
-        "datasets": tuple(cli_ref(r) for r in args.dataset or ()) if args.dataset or args.text else None,
+        "datasets": tuple(cli_ref(r) for r in args.dataset or ()) if picked else None,
         "bos": args.bos, "documents": args.per_document,
         "window": args.window, "stride": args.stride, "max_tokens": args.max_tokens,
         "runners": tuple(dict.fromkeys(args.runner)) if args.runner else None,
@@ -181,11 +184,11 @@ def suite_from_args(args: argparse.Namespace) -> Any:
         if args.model:
             model = dataclasses.replace(model, source=model_path(Path.cwd(), args.model))
         entries = suite.datasets  # --dataset / --text replace both [eval] datasets and [[datasets]]
-        if args.dataset or args.text:
+        if picked:
             entries = tuple(DatasetCfg(text=str(Path(t).expanduser().absolute())) for t in args.text or ())
         from evalsuite.task_config import cli_tasks
 
-        tasks = cli_tasks(suite.tasks, args.task, args.limit)
+        tasks = () if picked and not args.task else cli_tasks(suite.tasks, args.task, args.limit)
         out = dataclasses.replace(suite, eval=ev, model=model, datasets=entries, tasks=tasks)
         out = anchor_paths(out, (args.config or DEFAULT_SUITE).resolve().parent)
     except ValueError as err:

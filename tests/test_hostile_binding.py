@@ -160,7 +160,10 @@ def test_p2_implausible_baseline_is_refused(tmp_path: Path, ppl: float, consiste
     proc = cli("gate", "--config", str(tmp_path / "s.toml"), "--results", str(tmp_path / "r.json"),
                "--baseline", str(tmp_path / "b.json"))
     assert proc.returncode == 2
-    one_line(proc, f"baseline file {tmp_path / 'b.json'}", "base/ort on wikitext2", "PPL")
+    if math.isnan(ppl):  # a NaN literal is not JSON: the strict reader (jsonio.py) refuses the file itself
+        one_line(proc, f"baseline file {tmp_path / 'b.json'}", "NaN")
+    else:
+        one_line(proc, f"baseline file {tmp_path / 'b.json'}", "base/ort on wikitext2", "PPL")
 
 
 # ---- cases 8 and 9: shards are re-derived before merging ------------------------------------------
@@ -260,7 +263,7 @@ def forged_stream(docs: list[Doc]) -> None:  # a stream length that plans a bill
     pytest.param(string_shard_index, "records shard '1'/2", id="8-string-shard-index"),
     pytest.param(window_999, "holds windows [1, 999]", id="8-window-999"),
     pytest.param(short_rows, "are not 8 rows of 3 finite numbers", id="8-short-rows"),
-    pytest.param(nan_row, "finite", id="8-nan-row"),
+    pytest.param(nan_row, "NaN", id="8-nan-row"),  # refused as JSON by the strict reader (jsonio.py)
     pytest.param(no_cols, "no per-window rows", id="8-no-cols"),
     pytest.param(forged_stream, "shard", id="8-forged-stream-length"),
 ])
