@@ -6,12 +6,13 @@ The default suite ships inside the package (`default_suite.toml`); `--config FIL
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 from evalsuite import tomlio
 from evalsuite.errors import ConfigError
+from evalsuite.limits import Thresholds, check_range
 from evalsuite.models.source import DEFAULT_MODEL
 from evalsuite.task_config import TaskCfg, TaskParity, TaskThresholds, check_tasks
 
@@ -164,72 +165,6 @@ class VariantCfg:
 
 
 @dataclass(frozen=True)
-class Limits:
-    """Thresholds of one variant x dataset. `max_*`: the value must be <= it. Absent: not checked."""
-
-    max_abs_dppl: float | None = None  # PPL(variant) - PPL(ORT base), in PPL units
-    max_rel_dppl: float | None = None  # (PPL(variant) - PPL(ORT base)) / PPL(ORT base)
-    max_kld_mean: float | None = None  # mean KL(base || variant) per token, nats
-    min_same_top: float | None = None  # share of tokens whose argmax matches the base's
-    max_top1_drop: float | None = None  # top-1 accuracy(base) - top-1 accuracy(variant), a fraction
-    # How ΔPPL checks use the paired 95% interval: "point" (default) compares the estimate;
-    # "lower" fails only when even the lower bound exceeds the limit (significant degradation);
-    # "upper" fails unless the upper bound is within the limit (strict: must be shown to pass).
-    interval: Literal["point", "lower", "upper"] | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("max_abs_dppl", "max_kld_mean"):
-            _check_range(name, getattr(self, name), 0.0, None, "a non-negative number")
-        _check_range("max_rel_dppl", self.max_rel_dppl, 0.0, None, "a fraction > 0 (0.05 = 5 %)", open_low=True)
-        for name in ("min_same_top", "max_top1_drop"):
-            _check_range(name, getattr(self, name), 0.0, 1.0, "a fraction in [0, 1]")
-
-    def own(self) -> Limits:
-        """Just the limit values (subclasses add nested tables)."""
-        return Limits(**{f.name: getattr(self, f.name) for f in fields(Limits)})
-
-    def merged(self, over: Limits | None) -> Limits:
-        """`over`'s values where set, else ours."""
-        if over is None:
-            return self.own()
-        mine, theirs = self.own(), over.own()
-        return Limits(**{f.name: getattr(theirs, f.name) if getattr(theirs, f.name) is not None
-                         else getattr(mine, f.name) for f in fields(Limits)})
-
-    def any(self) -> bool:
-        """True when at least one limit is set (`interval` only says how ΔPPL limits are read)."""
-        return any(getattr(self, f.name) is not None for f in fields(Limits) if f.name != "interval")
-
-
-def _check_range(name: str, value: float | None, low: float, high: float | None, what: str,
-                 open_low: bool = False) -> None:
-    if value is None:
-        return
-    bad = value != value or value < low or (open_low and value == low) or (high is not None and value > high)
-    if bad:
-        raise ValueError(f"{name} must be {what}, got {value}")
-
-
-@dataclass(frozen=True)
-class VariantLimits(Limits):
-    datasets: dict[str, Limits] = field(default_factory=dict)
-
-    def for_dataset(self, dataset: str) -> Limits:
-        return self.own().merged(self.datasets.get(dataset))
-
-
-@dataclass(frozen=True)
-class Thresholds(Limits):
-    """Defaults for every variant x dataset, then `[thresholds.variants.NAME]` and its `.datasets.D`."""
-
-    variants: dict[str, VariantLimits] = field(default_factory=dict)
-
-    def limits(self, variant: str, dataset: str) -> Limits:
-        over = self.variants.get(variant)
-        return self.own().merged(over.for_dataset(dataset) if over else None)
-
-
-@dataclass(frozen=True)
 class Parity:
     """ORT base vs the torch reference on identical windows."""
 
@@ -255,9 +190,9 @@ class BaselineCfg:
     max_acc_regression: float = 0.05
 
     def __post_init__(self) -> None:
-        _check_range("max_rel_regression", self.max_rel_regression, 0.0, None, "a non-negative fraction")
-        _check_range("max_acc_regression", self.max_acc_regression, 0.0, 1.0, "a fraction in [0, 1]")
-        _check_range("max_rel_change", self.max_rel_change, 0.0, None, "a fraction > 0", open_low=True)
+        check_range("max_rel_regression", self.max_rel_regression, 0.0, None, "a non-negative fraction")
+        check_range("max_acc_regression", self.max_acc_regression, 0.0, 1.0, "a fraction in [0, 1]")
+        check_range("max_rel_change", self.max_rel_change, 0.0, None, "a fraction > 0", open_low=True)
 
 
 @dataclass(frozen=True)

@@ -282,7 +282,7 @@ def test_context_once_equals_whole_forward(tiny_llama_dir: Path, fp32_dir: Path,
     runner = TorchRunner(tiny_llama_dir) if lane == "torch" else OrtRunner(fp32_dir)
     for tokd in loglik.tokenize_examples(tok, examples, 512):
         assert loglik.shared_prefix(tokd) > 0
-        whole = np.array([loglik.score_request(runner, i, t) for i, t in zip(tokd.inputs, tokd.targets)])
+        whole = np.array([loglik.score_request(runner, i, t) for i, t in zip(tokd.inputs, tokd.targets, strict=True)])
         once = loglik.score_example(runner, tokd)
         np.testing.assert_allclose(once[:, 0], whole[:, 0], atol=1e-5, rtol=0)
         assert (once[:, 1] == whole[:, 1]).all()

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from evalsuite.config import BaselineCfg, Limits, Suite
+from evalsuite.config import BaselineCfg, Suite
+from evalsuite.limits import Limits
 
 Direction = Literal["max", "min"]
 
