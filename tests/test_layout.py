@@ -74,3 +74,9 @@ def test_every_subpackage_says_what_it_does() -> None:
     for init in PKG.glob("*/__init__.py"):
         doc = ast.get_docstring(ast.parse(init.read_text()))
         assert doc and len(doc) > 40, f"{init} needs a docstring naming what the package does and exports"
+
+
+def test_no_module_over_400_lines() -> None:
+    """Modules stay readable in one sitting: split one along its jobs before it passes 400 lines."""
+    big = {str(p.relative_to(PKG)): n for p in PKG.rglob("*.py") if (n := len(p.read_text().splitlines())) > 400}
+    assert not big, big
