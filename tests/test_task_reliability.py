@@ -187,7 +187,7 @@ FORGERIES = {
     "forged-outline-hash": (_other_outline, "outline_sha256"),
     "record-without-requests-hash": (_no_record_hash, "a task record has no 'requests_sha256'"),
     "lost-choice-row": (_lost_choice, "an example's scores are not"),
-    "string-seconds": (_set("seconds", "1.0"), "seconds is '1.0'"),
+    "string-seconds": (_set("seconds", "1.0"), "seconds is"),  # refused when read (task_results) or merged
     "negative-forwarded": (_set("forwarded_tokens", -1), "forwarded_tokens is -1"),
     "no-tasks-section": (_no_tasks, "shard 1/2 holds no tasks section"),
 }

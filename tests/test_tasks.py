@@ -287,3 +287,21 @@ def test_context_once_equals_whole_forward(tiny_llama_dir: Path, fp32_dir: Path,
         np.testing.assert_allclose(once[:, 0], whole[:, 0], atol=1e-5, rtol=0)
         assert (once[:, 1] == whole[:, 1]).all()
         assert loglik.forwarded_tokens([tokd]) < sum(len(i) for i in tokd.inputs)
+
+
+@pytest.mark.parametrize("section", [
+    pytest.param({"schema": 1, "tasks": [], "runs": [None]}, id="run-null"),
+    pytest.param({"schema": 1, "tasks": [], "runs": ["x"]}, id="run-string"),
+    pytest.param({"schema": 1, "tasks": [], "runs": [{"task": "t", "variant": "base", "runner": "ort", "scores": [],
+                                                      "seconds": [None]}]}, id="seconds-list"),
+    pytest.param({"schema": 1, "tasks": [{"task": "t", "name": "t", "metrics": [["acc"]], "examples": 0,
+                                          "outline": [], "outline_sha256": "", "requests_sha256": "",
+                                          "data_sha256": ""}], "runs": []}, id="unhashable-metric"),
+])
+def test_malformed_task_sections_are_named_not_crashed(section: dict) -> None:
+    """Found by the results fuzz test (tests/test_hostile_inputs.py): a run that is not an object
+    used to raise AttributeError; a list as a metric name TypeError."""
+    from evalsuite.gate.task_results import section_problem
+
+    problem = section_problem(section)
+    assert isinstance(problem, str) and problem.startswith("tasks.")

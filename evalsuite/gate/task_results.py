@@ -131,7 +131,8 @@ def _num(x: Any) -> bool:
 RECORD_TYPES: dict[str, tuple[type, ...]] = {"task": (str,), "name": (str,), "metrics": (list,),
                                               "limit": (int, type(None)), "examples": (int,),
                                               "outline_sha256": (str,), "outline": (list,)}
-RUN_TYPES: dict[str, tuple[type, ...]] = {"task": (str,), "variant": (str,), "runner": (str,), "scores": (list,)}
+RUN_TYPES: dict[str, tuple[type, ...]] = {"task": (str,), "variant": (str,), "runner": (str,), "scores": (list,),
+                                          "seconds": (int, float)}
 
 
 def _typed(item: Any, types: dict[str, tuple[type, ...]], where: str) -> str | None:
@@ -161,7 +162,7 @@ def section_problem(section: Any) -> str | None:
             return f"tasks.{field} is not a list"
     for i, rec in enumerate(section.get("tasks", [])):
         problem = _typed(rec, RECORD_TYPES, f"tasks.tasks[{i}]")
-        if problem is None and not all(m in tm.METRICS for m in rec["metrics"]):
+        if problem is None and not all(isinstance(m, str) and m in tm.METRICS for m in rec["metrics"]):
             problem = f"tasks.tasks[{i}].metrics names a metric outside {', '.join(tm.METRICS)}"
         if problem is None and not _outline_ok(rec["outline"]):
             problem = f"tasks.tasks[{i}].outline is not a list of [gold, chars, bytes, single]"
@@ -169,7 +170,9 @@ def section_problem(section: Any) -> str | None:
             return problem
     for i, run in enumerate(section.get("runs", [])):
         problem = _typed(run, RUN_TYPES, f"tasks.runs[{i}]")
-        rows = [] if problem else [r for s in run["scores"] for r in (s if isinstance(s, list) else [None])]
+        if problem:  # not an object, or a field of the wrong type: nothing else can be read
+            return problem
+        rows = [r for s in run["scores"] for r in (s if isinstance(s, list) else [None])]
         if problem is None and not all(isinstance(r, list) and len(r) == 2 and all(map(_num, r)) for r in rows):
             problem = f"tasks.runs[{i}].scores is not, per example, a list of [log-likelihood, greedy] numbers"
         metrics = run.get("metrics", {})

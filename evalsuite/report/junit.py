@@ -59,7 +59,8 @@ def check_seconds(check: Check, doc: dict[str, Any], tasks: frozenset[str] = fro
     else:
         pool = [r for r in doc.get("runs", []) if r.get("dataset") == check.dataset]
     runs = [r for r in pool if r.get("variant") == variant and runner in ("", r.get("runner"))]
-    return round(sum(float(r.get("seconds") or 0.0) for r in runs), 3)
+    seconds = [r.get("seconds") for r in runs]
+    return round(sum(float(x) for x in seconds if isinstance(x, (int, float)) and not isinstance(x, bool)), 3)
 
 
 def _properties(suite: ET.Element, checks: list[Check], doc: dict[str, Any]) -> None:
