@@ -25,6 +25,13 @@ def ex(gold: int, choices: list[str], single: bool = False) -> tm.Example:
     return tm.Example(gold, tuple(len(c) for c in choices), tuple(len(c.encode()) for c in choices), single)
 
 
+def top2_margin(logits: np.ndarray) -> float:
+    """The smallest gap between the best and second-best logit over the rows: below ~1e-4 the argmax
+    may differ between CPUs or code paths (other summation order), so equality is not asserted there."""
+    top = np.sort(np.asarray(logits, dtype=np.float64), axis=-1)[:, -2:]
+    return float(np.min(top[:, 1] - top[:, 0]))
+
+
 def scores(lls: list[float], greedy: list[float] | None = None) -> np.ndarray:
     return np.column_stack([lls, greedy or [0.0] * len(lls)]).astype(np.float64)
 
@@ -140,7 +147,9 @@ def test_request_loglikelihood_equals_direct_transformers(tiny_llama_dir: Path) 
             logp = torch.log_softmax(model(ids).logits[0, :-1].double(), -1)
         want = float(sum(logp[len(ctx) - 1 + i, t] for i, t in enumerate(cont)))
         greedy = all(int(logp[len(ctx) - 1 + i].argmax()) == t for i, t in enumerate(cont))
-        assert math.isclose(got[j, 0], want, abs_tol=1e-5) and bool(got[j, 1]) == greedy
+        assert math.isclose(got[j, 0], want, abs_tol=1e-5)
+        if float(logp[len(ctx) - 1 :].sort(-1).values[:, -2:].diff(dim=-1).min()) > 1e-4:  # no near-tie argmax
+            assert bool(got[j, 1]) == greedy
 
 
 # --- metrics ---------------------------------------------------------------------------------------
@@ -285,7 +294,9 @@ def test_context_once_equals_whole_forward(tiny_llama_dir: Path, fp32_dir: Path,
         whole = np.array([loglik.score_request(runner, i, t) for i, t in zip(tokd.inputs, tokd.targets, strict=True)])
         once = loglik.score_example(runner, tokd)
         np.testing.assert_allclose(once[:, 0], whole[:, 0], atol=1e-5, rtol=0)
-        assert (once[:, 1] == whole[:, 1]).all()
+        for j, (i, t) in enumerate(zip(tokd.inputs, tokd.targets, strict=True)):
+            if top2_margin(runner.logits(i, len(t))) > 1e-4:  # a near-tie argmax may flip between paths
+                assert once[j, 1] == whole[j, 1]
         assert loglik.forwarded_tokens([tokd]) < sum(len(i) for i in tokd.inputs)
 
 
