@@ -194,6 +194,40 @@ def test_hqq_builds_and_scores(fp32_dir: Path, cache: Path) -> None:
     assert np.isfinite(score(quantize_onnx(fp32_dir, v, cache=cache))[1:]).all()  # type: ignore[index]
 
 
+def test_hqq_dequantized_twin_matches_the_native_graph(fp32_dir: Path, cache: Path) -> None:
+    """HQQ's float zero points have no pre-packed onnxruntime kernel (the weight is dequantized on every
+    call), so lanes score a twin with those weights dequantized once. Its weights are the kernel's own
+    formula (q * s + (-s * z), checked against a numpy reference), its MatMulNBits with uint8 zero points
+    stay, and its scores match the native graph within GEMM rounding (allclose 1e-4 nats per token: fp32
+    GEMMs of different blocking on any CPU; measured ~1e-6 here)."""
+    import numpy as np
+
+    from evalsuite.config import VariantCfg
+    from evalsuite.quant.dequant_twin import dequantize, dequantized_twin, needs_twin
+    from evalsuite.quant.ort_quant import quantize_onnx
+
+    native = quantize_onnx(fp32_dir, VariantCfg("hqq", "hqq", symmetric=False, embedding="fp32"), cache=cache)
+    rtn = quantize_onnx(fp32_dir, VariantCfg("r", "rtn", symmetric=False, embedding="fp32"), cache=cache)
+    assert needs_twin(native) and not needs_twin(rtn)  # uint8 zero points are pre-packed: left as they are
+    twin, info = dequantized_twin(native, cache=cache)
+    assert info["of"] == native.name and 0 <= info["max_abs_dlogprob_vs_native"] <= info["tolerance"]
+    assert dequantized_twin(native, cache=cache)[0] == twin  # cached
+    assert not nbits(twin)
+    q, s, z = next(iter(nbits(native).values()))["inputs"]  # type: ignore[misc]
+    n_rows, blocks, half = q.shape
+    scale, zero = s.reshape(n_rows, blocks), z.reshape(n_rows, blocks)
+    k = blocks * half * 2
+    ref = np.empty((n_rows, k), np.float32)
+    for row in range(n_rows):
+        for col in range(k):
+            b = col // (2 * half)
+            byte = q[row, b, (col % (2 * half)) // 2]
+            nibble = np.float32((byte >> 4) if col % 2 else (byte & 15))
+            ref[row, col] = nibble * scale[row, b] + np.float32(-scale[row, b] * zero[row, b])
+    np.testing.assert_array_equal(dequantize(q, s, z, k), ref)
+    np.testing.assert_allclose(score(twin), score(native), rtol=0, atol=1e-4)  # type: ignore[arg-type]
+
+
 def test_tied_embedding_is_materialized_and_quantized() -> None:
     """Tied weights (the builder feeds the Gather from a Transpose of lm_head's weight): the table is
     made a constant so the Gather can be quantized; the lookup matches the fp32 one to int4 precision."""

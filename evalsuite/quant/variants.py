@@ -49,7 +49,9 @@ def build_variant(source: ModelSource, v: VariantCfg, suite: Suite, provenance: 
         hf = awq_folder(source, v, suite, provenance, progress)
         folder, info = _int4(hf, v, execution_target(suite.eval.provider), progress)
         info |= {"awq_hf_folder": str(hf), "calibration": vars(v.calibration)}
-    info |= {"path": str(folder), "size_mb": weights_mb(folder), "key": key_of([source_hash(source.path), info])}
+    keyed = {k: val for k, val in info.items() if k != "runtime_twin"}  # its measured rounding is CPU-dependent
+    info |= {"path": str(folder), "size_mb": info.get("runtime_twin", {}).get("native_size_mb") or weights_mb(folder),
+             "key": key_of([source_hash(source.path), keyed])}
     return info
 
 
@@ -69,7 +71,14 @@ def _int4(hf: Path, v: VariantCfg, execution: str, progress: Any) -> tuple[Path,
         from evalsuite.quant.ort_quant import quant_options, quantize_onnx
 
         folder = quantize_onnx(build_onnx(hf, "fp32", execution=execution), v)
-    return folder, {"method": v.method, "writer": "onnxruntime", "options": quant_options(v)}
+        info: dict[str, Any] = {"method": v.method, "writer": "onnxruntime", "options": quant_options(v)}
+        from evalsuite.quant.dequant_twin import dequantized_twin, needs_twin
+
+        if execution == "cpu" and needs_twin(folder):  # float zero points (HQQ): see dequant_twin.py
+            native = folder
+            folder, twin = dequantized_twin(native)
+            info["runtime_twin"] = twin | {"native_path": str(native), "native_size_mb": weights_mb(native)}
+    return folder, info
 
 
 def weights_mb(path: Path) -> float:
