@@ -140,3 +140,55 @@ def test_task_requests_and_loglikelihoods_match_lm_eval(source: model_source.Mod
                 ranked = np.sort(np.asarray(row["loglikelihoods"]) / lengths[metric])
                 if metric in row and (len(ranked) < 2 or ranked[-1] - ranked[-2] > 2e-4):
                     assert tm.METRICS[metric].per_example(shape, got) == row[metric], (task, ex.index, metric)
+
+
+def zeroed_mlp_copy(int4_dir: Path, out: Path, layer: int) -> Path:
+    """An int4 build with one layer's MLP output projection zeroed (its block scales set to 0): a
+    quantization that lost a layer, as a broken export or a bad checkpoint conversion would."""
+    import shutil
+
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(int4_dir / "model.onnx"))
+    name = f"model.layers.{layer}.mlp.down_proj.MatMul.weight_scales"
+    (scales,) = [t for t in model.graph.initializer if t.name == name]
+    scales.CopyFrom(numpy_helper.from_array(np.zeros_like(numpy_helper.to_array(scales)), name))
+    out.mkdir()
+    for f in int4_dir.iterdir():
+        if f.suffix not in (".onnx", ".data") and not f.name.startswith("."):
+            shutil.copy(f, out / f.name)
+    onnx.save_model(model, str(out / "model.onnx"), save_as_external_data=True, location="model.onnx.data")
+    return out
+
+
+def test_broken_int4_variant_fails_the_task_checks(source: model_source.ModelSource, data_dir: Path,
+                                                    tmp_path: Path) -> None:
+    """The default suite's task budget (arc_easy, lambada_openai: 40 each, its limits) on the real model:
+    the RTN build passes every task check; the same build with layer 0's MLP zeroed fails acc drop and
+    flip rate on both tasks (measured: +17.5 / +27.5 points lost, 65 % / 27.5 % flips). Perplexity
+    is given a loose limit here so that only the task checks decide."""
+    from evalsuite.config import load_suite
+    from evalsuite.quant.variants import build_variant
+
+    default = load_suite(None)
+    rtn = build_variant(source, next(v for v in default.variants if v.method == "rtn"), default, {})
+    broken = zeroed_mlp_copy(Path(rtn["path"]), tmp_path / "zeroed", 0)
+    suite = tmp_path / "s.toml"
+    suite.write_text(
+        '[model]\nsource = "smollm2-135m-instruct"\n[eval]\ndatasets = ["wikitext2"]\nwindow = 512\n'
+        'stride = 256\nmax_tokens = 1024\nbos = false\nrunners = ["ort"]\n'
+        f'[[variants]]\nname = "rtn"\nmethod = "onnx"\npath = "{rtn["path"]}"\n'
+        f'[[variants]]\nname = "zeroed"\nmethod = "onnx"\npath = "{broken}"\n'
+        '[thresholds]\nmax_rel_dppl = 1e6\n'
+        '[[tasks]]\nname = "arc_easy"\nlimit = 40\nmax_flip_rate = 0.40\n'
+        '[[tasks]]\nname = "lambada_openai"\nlimit = 40\nmax_flip_rate = 0.20\n'
+        '[task_thresholds]\nmax_acc_drop = 0.10\n')
+    out = tmp_path / "r.json"
+    code = main(["gate", "--config", str(suite), "--data-dir", str(data_dir), "--no-baseline", "--json-out", str(out),
+                 "--progress", "none"])
+    doc = json.loads(out.read_text())
+    assert code == 1 and doc["complete"] and not doc["errors"]
+    failed = {(c["name"], c["variant"], c["dataset"]) for c in doc["checks"] if not c["passed"]}
+    assert failed == {(name, "zeroed", task) for name in ("task_acc_drop", "task_flip_rate")
+                      for task in ("arc_easy", "lambada_openai")}, failed
