@@ -18,7 +18,7 @@ from typing import Any
 from evalsuite.cli_args import build_parser
 from evalsuite.cli_checks import check_folder, check_writable
 from evalsuite.cli_tools import cmd_bench, cmd_cache
-from evalsuite.errors import EvalsuiteError, UsageError
+from evalsuite.errors import EvalsuiteError, ExitCode, UsageError
 
 
 class Terminated(KeyboardInterrupt):
@@ -132,7 +132,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     doc = score(args, suite)
     if args.json_out is not None:
         results.write(args.json_out, doc)
-    return 1 if doc["errors"] else 0
+    return ExitCode.GATE_FAILED if doc["errors"] else ExitCode.OK
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
@@ -186,7 +186,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     from evalsuite.report.outputs import write_gate_outputs
 
     write_gate_outputs(doc, checks, args.json_out, args.junit, args.markdown, os.environ.get("GITHUB_STEP_SUMMARY"))
-    return 0 if doc["passed"] else 1
+    return ExitCode.OK if doc["passed"] else ExitCode.GATE_FAILED
 
 
 def reference_path(args: argparse.Namespace) -> Path:
@@ -240,7 +240,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for line in run_preflight(args, suite, baseline):
         print(f"ok  {line}")
     print(f"suite {args.config or 'default'} is valid ({time.perf_counter() - start:.1f} s); nothing was scored")
-    return 0
+    return ExitCode.OK
 
 
 def resolve_baseline(name: str, config: Path | None) -> Path:
@@ -275,7 +275,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
         doc = {**doc, "tasks": tasks}
     results.write(args.json_out, doc)
     terminal.console().print(terminal.results_table([RunResult(**r) for r in doc["runs"]]))
-    return 1 if doc["errors"] else 0
+    return ExitCode.GATE_FAILED if doc["errors"] else ExitCode.OK
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
@@ -291,7 +291,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     keep = ("schema_version", "created", "policy", "binding", "runs", "parity", "variants", "tasks", "provenance")
     results.write(args.out, {"baseline": True, **{k: doc[k] for k in keep if k in doc}})
     print(f"wrote baseline {args.out} ({len(doc['runs'])} runs)")
-    return 0
+    return ExitCode.OK
 
 
 COMMANDS = {"eval": cmd_eval, "gate": cmd_gate, "baseline": cmd_baseline, "merge": cmd_merge, "bench": cmd_bench,
@@ -318,18 +318,18 @@ def _main(argv: list[str] | None) -> int:
         return err.exit_code
     except Terminated:
         print("evalsuite: terminated (SIGTERM)", file=sys.stderr)
-        return 143
+        return ExitCode.TERMINATED
     except KeyboardInterrupt:
         print("evalsuite: interrupted", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
     except SystemExit as exit_:  # --help / --version
-        return int(exit_.code or 0)
+        return int(exit_.code or ExitCode.OK)
     except Exception as err:  # an unexpected failure is a failed run, never a pass
         if os.environ.get("EVALSUITE_DEBUG"):
             raise
         print(f"evalsuite: internal error: {type(err).__name__}: {err} (set EVALSUITE_DEBUG=1 for "
               "the traceback)", file=sys.stderr)
-        return 1
+        return ExitCode.GATE_FAILED
 
 
 def entry() -> None:
