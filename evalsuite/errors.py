@@ -47,9 +47,3 @@ class ScoringError(EvalsuiteError):
     """Something broke while scoring (NaN/Inf logits, runtime failure). The gate fails."""
 
     exit_code = ExitCode.GATE_FAILED
-
-
-class GateFailed(EvalsuiteError):
-    """At least one configured check did not pass."""
-
-    exit_code = ExitCode.GATE_FAILED
