@@ -74,6 +74,10 @@ def suite_from_args(args: argparse.Namespace) -> Any:
         out = anchor_paths(out, (args.config or DEFAULT_SUITE).resolve().parent)
     except ValueError as err:
         raise UsageError(f"{err}; change the command-line options or the suite") from None
+    if args.command == "gate" and args.model and out.model.source != suite.model.source:
+        print(f"evalsuite: note: --model {args.model} replaces the suite's model {suite.model.source}; its "
+              "thresholds and baseline were set for that model (a baseline of another model fails the gate)",
+              file=sys.stderr)
     if getattr(args, "shard", None) is not None:
         from evalsuite.suite import per_document
 
@@ -137,7 +141,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_gate(args: argparse.Namespace) -> int:
 
-    from evalsuite.config import load_suite
     from evalsuite.gate import results
     from evalsuite.gate.checks import baseline_checks
     from evalsuite.gate.task_checks import task_baseline_checks
@@ -171,10 +174,6 @@ def cmd_gate(args: argparse.Namespace) -> int:
         checks += baseline_checks(doc, baseline, suite.baseline, baseline_path.name)
         checks += task_baseline_checks(doc, baseline, suite.baseline, baseline_path.name)
     doc = {**doc, "checks": [c.to_json() for c in checks], "passed": verdict(checks)}
-    configured = load_suite(args.config).model.source
-    if args.model and suite.model.source != configured:
-        print(f"evalsuite: note: --model {args.model} replaces the suite's model {configured}; its thresholds "
-              "and baseline were set for that model (a baseline of another model fails the gate)", file=sys.stderr)
     console = terminal.console()
     if doc.get("variants"):
         console.print(terminal.quality_table(doc, checks))
