@@ -287,7 +287,8 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     if doc.get("shard") or doc.get("complete") is not True or doc.get("errors"):
         raise UsageError("the results are a shard, incomplete or have scoring errors; a baseline must come from "
                          "a complete run (merge the shards first)")
-    keep = ("schema_version", "created", "policy", "binding", "runs", "parity", "variants", "tasks", "provenance")
+    keep = ("schema_version", "created", "policy", "roles", "binding", "runs", "parity", "variants", "tasks",
+            "provenance")
     results.write(args.out, {"baseline": True, **{k: doc[k] for k in keep if k in doc}})
     print(f"wrote baseline {args.out} ({len(doc['runs'])} runs)")
     return ExitCode.OK

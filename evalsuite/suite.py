@@ -359,6 +359,7 @@ def to_document(ev: Evaluation) -> dict[str, Any]:
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "policy": {"window": e.window, "stride": e.stride, "bos": e.bos, "max_tokens": e.max_tokens,
                    "description": WINDOW_POLICY},
+        "roles": ev.suite.roles.to_json(),
         "runs": [run_json(ev, r) for r in ev.runs],
         "parity": ev.parity,
         "variants": ev.variants,
