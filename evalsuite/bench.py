@@ -207,10 +207,9 @@ def bench(suite: Any, data_dir: Path | None, max_tokens: int, timing_args: list[
     threads = ev.threads or os.cpu_count() or 1
     base_onnx = build_base_onnx(suite, source)
     targets: list[tuple[str, str, Path]] = [("torch reference", "torch", source.path), ("ORT base", "ort", base_onnx)]
-    provenance: dict[str, Any] = {"data_dir": str(data_dir) if data_dir else None}
     searches = []
     for v in suite.variants:
-        info = build_variant(source, v, suite, provenance)
+        info = build_variant(source, v, suite, data_dir)
         targets.append((f"ORT {v.name}", "ort", Path(info["path"])))
         if info.get("awq_hf_folder"):
             searches.append({"variant": v.name, **awq_search_timing(Path(info["awq_hf_folder"]))})

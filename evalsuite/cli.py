@@ -18,7 +18,7 @@ from typing import Any
 from evalsuite.cli_args import build_parser
 from evalsuite.cli_checks import check_folder, check_writable
 from evalsuite.cli_tools import cmd_bench, cmd_cache
-from evalsuite.errors import EvalsuiteError, UsageError
+from evalsuite.errors import EvalsuiteError, ExitCode, UsageError
 
 
 class Terminated(KeyboardInterrupt):
@@ -74,6 +74,10 @@ def suite_from_args(args: argparse.Namespace) -> Any:
         out = anchor_paths(out, (args.config or DEFAULT_SUITE).resolve().parent)
     except ValueError as err:
         raise UsageError(f"{err}; change the command-line options or the suite") from None
+    if args.command == "gate" and args.model and out.model.source != suite.model.source:
+        print(f"evalsuite: note: --model {args.model} replaces the suite's model {suite.model.source}; its "
+              "thresholds and baseline were set for that model (a baseline of another model fails the gate)",
+              file=sys.stderr)
     if getattr(args, "shard", None) is not None:
         from evalsuite.suite import per_document
 
@@ -132,12 +136,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     doc = score(args, suite)
     if args.json_out is not None:
         results.write(args.json_out, doc)
-    return 1 if doc["errors"] else 0
+    return ExitCode.GATE_FAILED if doc["errors"] else ExitCode.OK
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
 
-    from evalsuite.config import load_suite
     from evalsuite.gate import results
     from evalsuite.gate.checks import baseline_checks
     from evalsuite.gate.task_checks import task_baseline_checks
@@ -171,10 +174,6 @@ def cmd_gate(args: argparse.Namespace) -> int:
         checks += baseline_checks(doc, baseline, suite.baseline, baseline_path.name)
         checks += task_baseline_checks(doc, baseline, suite.baseline, baseline_path.name)
     doc = {**doc, "checks": [c.to_json() for c in checks], "passed": verdict(checks)}
-    configured = load_suite(args.config).model.source
-    if args.model and suite.model.source != configured:
-        print(f"evalsuite: note: --model {args.model} replaces the suite's model {configured}; its thresholds "
-              "and baseline were set for that model (a baseline of another model fails the gate)", file=sys.stderr)
     console = terminal.console()
     if doc.get("variants"):
         console.print(terminal.quality_table(doc, checks))
@@ -186,7 +185,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     from evalsuite.report.outputs import write_gate_outputs
 
     write_gate_outputs(doc, checks, args.json_out, args.junit, args.markdown, os.environ.get("GITHUB_STEP_SUMMARY"))
-    return 0 if doc["passed"] else 1
+    return ExitCode.OK if doc["passed"] else ExitCode.GATE_FAILED
 
 
 def reference_path(args: argparse.Namespace) -> Path:
@@ -240,7 +239,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for line in run_preflight(args, suite, baseline):
         print(f"ok  {line}")
     print(f"suite {args.config or 'default'} is valid ({time.perf_counter() - start:.1f} s); nothing was scored")
-    return 0
+    return ExitCode.OK
 
 
 def resolve_baseline(name: str, config: Path | None) -> Path:
@@ -275,7 +274,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
         doc = {**doc, "tasks": tasks}
     results.write(args.json_out, doc)
     terminal.console().print(terminal.results_table([RunResult(**r) for r in doc["runs"]]))
-    return 1 if doc["errors"] else 0
+    return ExitCode.GATE_FAILED if doc["errors"] else ExitCode.OK
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
@@ -288,10 +287,11 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     if doc.get("shard") or doc.get("complete") is not True or doc.get("errors"):
         raise UsageError("the results are a shard, incomplete or have scoring errors; a baseline must come from "
                          "a complete run (merge the shards first)")
-    keep = ("schema_version", "created", "policy", "binding", "runs", "parity", "variants", "tasks", "provenance")
+    keep = ("schema_version", "created", "policy", "roles", "binding", "runs", "parity", "variants", "tasks",
+            "provenance")
     results.write(args.out, {"baseline": True, **{k: doc[k] for k in keep if k in doc}})
     print(f"wrote baseline {args.out} ({len(doc['runs'])} runs)")
-    return 0
+    return ExitCode.OK
 
 
 COMMANDS = {"eval": cmd_eval, "gate": cmd_gate, "baseline": cmd_baseline, "merge": cmd_merge, "bench": cmd_bench,
@@ -318,18 +318,18 @@ def _main(argv: list[str] | None) -> int:
         return err.exit_code
     except Terminated:
         print("evalsuite: terminated (SIGTERM)", file=sys.stderr)
-        return 143
+        return ExitCode.TERMINATED
     except KeyboardInterrupt:
         print("evalsuite: interrupted", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
     except SystemExit as exit_:  # --help / --version
-        return int(exit_.code or 0)
+        return int(exit_.code or ExitCode.OK)
     except Exception as err:  # an unexpected failure is a failed run, never a pass
         if os.environ.get("EVALSUITE_DEBUG"):
             raise
         print(f"evalsuite: internal error: {type(err).__name__}: {err} (set EVALSUITE_DEBUG=1 for "
               "the traceback)", file=sys.stderr)
-        return 1
+        return ExitCode.GATE_FAILED
 
 
 def entry() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from evalsuite.cli_checks import check_writable
-from evalsuite.errors import UsageError
+from evalsuite.errors import ExitCode, UsageError
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -42,7 +42,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         console.print(f"• {line}")
     if args.json_out is not None:
         results.write(args.json_out, b)
-    return 0
+    return ExitCode.OK
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
@@ -57,13 +57,13 @@ def cmd_cache(args: argparse.Namespace) -> int:
             used = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_use))
             print(f"{e.kind:8} {e.size / 1e6:10.1f} MB  {used}  {e.path.name}")
         print(f"{len(found)} entries, {sum(e.size for e in found) / 1e6:.1f} MB in {root}")
-        return 0
+        return ExitCode.OK
     if args.cache_command == "verify":
         broken = [(e, p) for e in found if (p := cache.entry_problem(e, full=not args.fast)) is not None]
         for e, problem in broken:
             print(f"BROKEN {e.kind}/{e.path.name}: {problem}")
         print(f"{len(found) - len(broken)} of {len(found)} entries verified in {root}")
-        return 1 if broken else 0
+        return ExitCode.GATE_FAILED if broken else ExitCode.OK
     if args.older_than is not None and args.older_than < 0:
         raise UsageError(f"--older-than must be a number of days >= 0, got {args.older_than}")
     cutoff = time.time() - 86400 * (args.older_than or 0)
@@ -72,4 +72,4 @@ def cmd_cache(args: argparse.Namespace) -> int:
         cache.remove(e)
     cache.sweep_stale(root)
     print(f"removed {len(gone)} entries, {sum(e.size for e in gone) / 1e6:.1f} MB from {root}")
-    return 0
+    return ExitCode.OK

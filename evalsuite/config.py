@@ -14,6 +14,7 @@ from evalsuite import tomlio
 from evalsuite.errors import ConfigError
 from evalsuite.limits import Thresholds, check_range
 from evalsuite.models.source import DEFAULT_MODEL
+from evalsuite.roles import Roles
 from evalsuite.task_config import TaskCfg, TaskParity, TaskThresholds, check_tasks
 
 DEFAULT_SUITE = Path(__file__).resolve().parent / "default_suite.toml"
@@ -234,6 +235,11 @@ class Suite:
                 if not self.thresholds.limits(v.name, d).any():
                     raise ValueError(f"no threshold for variant '{v.name}' on '{d}'; set "
                                      f"[thresholds] defaults or [thresholds.variants.{v.name}]")
+
+    @property
+    def roles(self) -> Roles:
+        """Who plays which part (roles.py): the torch reference, the ORT base, the variants as candidates."""
+        return Roles(candidates=tuple(v.name for v in self.variants))
 
 
 def run_label(ref: str) -> str:

@@ -205,8 +205,8 @@ def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = No
             return out
         group = [("base", ort)]
         for variant in suite.variants:
-            runner = _guarded(out, variant.name, "ort",
-                              lambda v=variant: _checked(_variant_runner(suite, source, v, out, progress), streams))
+            runner = _guarded(out, variant.name, "ort", lambda v=variant: _checked(
+                _variant_runner(suite, source, v, out, data_dir, progress), streams))
             if runner is not None:
                 group.append((variant.name, runner))
         _score_group(out, group, streams, progress)
@@ -239,10 +239,10 @@ def check_positions(suite: Suite, hf_dir: Path | None, gguf: Path | None = None)
 
 
 def _variant_runner(suite: Suite, source: model_source.ModelSource, variant: Any, out: Evaluation,
-                    progress: Progress | None = None) -> Runner:
+                    data_dir: Path | None, progress: Progress | None = None) -> Runner:
     from evalsuite.quant.variants import build_variant
 
-    info = build_variant(source, variant, suite, out.provenance, progress)
+    info = build_variant(source, variant, suite, data_dir, progress)
     runner = ort_runner(suite, Path(info["path"]))
     info["identity"] = runner.identity["model"] if runner.identity else None
     out.variants[variant.name] = info
@@ -359,6 +359,7 @@ def to_document(ev: Evaluation) -> dict[str, Any]:
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "policy": {"window": e.window, "stride": e.stride, "bos": e.bos, "max_tokens": e.max_tokens,
                    "description": WINDOW_POLICY},
+        "roles": ev.suite.roles.to_json(),
         "runs": [run_json(ev, r) for r in ev.runs],
         "parity": ev.parity,
         "variants": ev.variants,

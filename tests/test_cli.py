@@ -72,3 +72,13 @@ def test_help_is_fast_and_imports_no_heavy_modules() -> None:
             "heavy = {'torch', 'transformers', 'onnxruntime'} & set(sys.modules); print(sorted(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().endswith("[]")
+
+
+def test_help_lists_every_named_exit_code() -> None:
+    """`ExitCode` is the one list of exit codes; `--help` shows each (the values are CI's interface)."""
+    from evalsuite.errors import EvalsuiteError, ExitCode, ScoringError
+    from evalsuite.report.help_text import EXIT_CODES
+
+    assert [int(c) for c in ExitCode] == [0, 1, 2, 130, 143]
+    assert all(f"  {int(c)} " in EXIT_CODES for c in ExitCode)
+    assert EvalsuiteError.exit_code is ExitCode.USAGE and ScoringError.exit_code is ExitCode.GATE_FAILED

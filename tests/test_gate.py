@@ -206,3 +206,23 @@ def test_bad_results_file(tmp_path: Path, content: str, capsys: pytest.CaptureFi
     (tmp_path / "s.toml").write_text(SUITE)
     assert main(["gate", "--config", str(tmp_path / "s.toml"), "--results", str(tmp_path / "r.json")]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_roles_are_recorded_and_old_documents_read_with_todays() -> None:
+    """A document without a `roles` record (the committed baselines) reads as torch reference, ORT base,
+    variant 'base', its ORT variants as candidates; a record round-trips; a malformed one is one line."""
+    from evalsuite.gate import results
+    from evalsuite.roles import Roles, of_document
+
+    root = Path(__file__).resolve().parent.parent
+    old = results.read(root / "baselines" / "smollm2-135m-instruct.json", "baseline")
+    assert "roles" not in old
+    want = tuple(dict.fromkeys(r["variant"] for r in old["runs"] if r["runner"] == "ort" and r["variant"] != "base"))
+    assert of_document(old) == Roles("torch", "ort", "base", want) and want
+    suite = load_suite(None)
+    names = [v.name for v in suite.variants]
+    assert suite.roles.to_json() == {"reference": "torch", "base": "ort", "base_variant": "base", "candidates": names}
+    assert of_document({**old, "roles": suite.roles.to_json()}) == suite.roles
+    for bad in ({"reference": "torch"}, {**suite.roles.to_json(), "candidates": ["base"]}, [1]):
+        assert "roles" in (results.validate({**old, "roles": bad}) or "")
+    assert results.validate({**old, "roles": suite.roles.to_json()}) is None

@@ -11,7 +11,7 @@ RANK = {
     "errors": 0, "tomlio": 0, "jsonio": 0, "cache": 0, "quiet": 0, "cpu": 0, "stages": 0, "": 0,
     "data": 1, "models": 2, "config": 3, "task_config": 3, "quant": 4, "scoring": 4, "gate": 5, "report": 6,
     "suite": 7, "task_suite": 7, "runners": 4, "identity": 8, "bench": 8, "preflight": 8, "cli": 9, "__main__": 9,
-    "cli_tools": 9, "cli_args": 9, "cli_checks": 0, "limits": 3,
+    "cli_tools": 9, "cli_args": 9, "cli_checks": 0, "limits": 3, "roles": 0,
 }
 
 
@@ -80,3 +80,31 @@ def test_no_module_over_400_lines() -> None:
     """Modules stay readable in one sitting: split one along its jobs before it passes 400 lines."""
     big = {str(p.relative_to(PKG)): n for p in PKG.rglob("*.py") if (n := len(p.read_text().splitlines())) > 400}
     assert not big, big
+
+
+
+ROLE_LITERALS = {"torch", "ort", "base"}  # runner and variant names: evalsuite/roles.py names them once
+
+
+def role_literals(source: str, name: str) -> list[str]:
+    """`name:line 'x'` for every string constant spelling a runner or variant name, docstrings aside."""
+    tree = ast.parse(source)
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    return [f"{name}:{node.lineno} {node.value!r}" for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and node.value in ROLE_LITERALS and id(node) not in docstrings]
+
+
+def test_gate_and_reports_read_roles_never_spell_them() -> None:
+    """Verdicts, reports and plots take the reference, the base and the candidates from the roles
+    (the suite's or the document's, evalsuite/roles.py), so adding a runner touches no check or table."""
+    files = [p for sub in ("gate", "report") for p in sorted((PKG / sub).rglob("*.py"))]
+    assert len(files) > 10
+    found = [hit for p in files for hit in role_literals(p.read_text(), str(p.relative_to(PKG)))]
+    assert not found, found
+
+
+def test_role_literal_scan_sees_code_not_docstrings() -> None:
+    source = '"""torch"""\n\n\ndef f(x):\n    """base"""\n    return x == "ort" or x.get("base") or f"base/{x}"\n'
+    assert role_literals(source, "m.py") == ["m.py:6 'ort'", "m.py:6 'base'"]

@@ -23,10 +23,13 @@ def tokens(n: int, vocab: int = 300, seed: int = 1) -> np.ndarray:
 
 
 def test_window_nll_matches_full_log_softmax(runner: TorchRunner) -> None:
+    """The runner's last-k logits (logits_to_keep), reduced as the lanes reduce them, against a full forward."""
     import torch
 
+    from evalsuite.scoring.tokenstats import solo_stats
+
     ids = tokens(40)
-    got = runner.nll(ids[:30], ids[21:31])  # last 10 positions of a 30-token input
+    got = solo_stats(runner.logits(ids[:30], 10), ids[21:31])[:, 0]  # last 10 positions of a 30-token input
     with torch.inference_mode():
         logits = runner.model(torch.from_numpy(ids[:30])[None]).logits[0].double()
     logp = torch.log_softmax(logits, dim=-1)

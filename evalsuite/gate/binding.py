@@ -91,7 +91,7 @@ def integrity_checks(doc: dict[str, Any], suite: Suite, content: dict[str, Any] 
     want = suite_binding(suite)
     have, scored = _table(binding, "suite"), _table(binding, "content")
     out = [complete_check(doc), policy_check(doc, want["policy"]), suite_check(have, want)]
-    out.append(model_check(have.get("model"), want["model"], scored, content))
+    out.append(model_check(have.get("model"), want["model"], scored, content, suite.roles.base_variant))
     out += [variant_check(name, have, settings, scored, content) for name, settings in want["variants"].items()]
     out.append(data_check(doc, suite, content))
     out += [plausible_check(doc), consistent_check(doc), duplicate_check(doc)]
@@ -153,27 +153,29 @@ def suite_check(have: dict[str, Any], want: dict[str, Any]) -> Check:
     return _check("binding_suite", "*", not diff, "results are of another suite: " + "; ".join(diff))
 
 
-def model_check(have: Any, want: dict[str, Any], scored: dict[str, Any], content: dict[str, Any] | None) -> Check:
+def model_check(have: Any, want: dict[str, Any], scored: dict[str, Any], content: dict[str, Any] | None,
+                who: str) -> Check:
+    """The base model (`who`: the base variant's name) is the one the suite names, down to its content."""
     if have != want:
-        return _check("binding_model", "base", False, f"results were made for model settings {have}, the suite "
-                                                      f"names {want}")
+        return _check("binding_model", who, False, f"results were made for model settings {have}, the suite "
+                                                   f"names {want}")
     if content is None:
-        return _check("binding_model", "base", True, "")
+        return _check("binding_model", who, True, "")
     now, then = content.get("model", {}), scored.get("model") or {}
     if now.get("origin_sha256") is None:
-        return _check("binding_model", "base", False, f"cannot verify the model's identity: {now.get('error')}")
+        return _check("binding_model", who, False, f"cannot verify the model's identity: {now.get('error')}")
     if now["origin_sha256"] != then.get("origin_sha256"):
-        return _check("binding_model", "base", False,
+        return _check("binding_model", who, False,
                       f"results scored model sha256 {str(then.get('origin_sha256'))[:12]}..., the suite's model is "
                       f"{now['origin_sha256'][:12]}...")
     tok = now.get("tokenizer_sha256")  # None: a GGUF, whose sha256 above covers its tokenizer
     if tok is not None and tok != then.get("tokenizer_sha256"):
-        return _check("binding_model", "base", False,
+        return _check("binding_model", who, False,
                       f"results scored tokenizer sha256 {str(then.get('tokenizer_sha256'))[:12]}..., the suite's "
                       f"model's tokenizer files are now {tok[:12]}...")
     if content.get("base_onnx") is not None and content["base_onnx"] != scored.get("base_onnx"):
-        return _check("binding_model", "base", False, "the ORT base ONNX file's content differs from the one scored")
-    return _check("binding_model", "base", True, "")
+        return _check("binding_model", who, False, "the ORT base ONNX file's content differs from the one scored")
+    return _check("binding_model", who, True, "")
 
 
 def variant_check(name: str, have: dict[str, Any], settings: dict[str, Any], scored: dict[str, Any],

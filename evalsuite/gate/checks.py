@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from evalsuite.config import BaselineCfg, Suite
 from evalsuite.limits import Limits
+from evalsuite.roles import Roles, of_document
 
 Direction = Literal["max", "min"]
 
@@ -61,8 +62,9 @@ def error_for(doc: dict[str, Any], variant: str, dataset: str) -> str:
     return ""
 
 
-def variant_checks(doc: dict[str, Any], variant: str, ds: str, base_runner: str, limits: Limits) -> list[Check]:
-    base, run = find_run(doc, "base", base_runner, ds), find_run(doc, variant, "ort", ds)
+def variant_checks(doc: dict[str, Any], variant: str, ds: str, base_runner: str, limits: Limits,
+                   roles: Roles) -> list[Check]:
+    base, run = find_run(doc, roles.base_variant, base_runner, ds), find_run(doc, variant, roles.base, ds)
     detail = "" if base and run else (error_for(doc, variant, ds) or "no result for this variant/dataset")
     ref = base["ppl"] if base else None
     dppl, how = _dppl(base, run, limits.interval or "point")
@@ -104,26 +106,27 @@ def _dppl(base: dict[str, Any] | None, run: dict[str, Any] | None, interval: str
 
 
 def parity_checks(doc: dict[str, Any], suite: Suite, ds: str) -> list[Check]:
-    p = suite.parity
-    torch_run, ort_run = find_run(doc, "base", "torch", ds), find_run(doc, "base", "ort", ds)
+    p, roles = suite.parity, suite.roles
+    name = roles.base_variant
+    ref_run, base_run = find_run(doc, name, roles.reference, ds), find_run(doc, name, roles.base, ds)
     stats = next((s for s in doc.get("parity", []) if s["dataset"] == ds), None)
-    detail = "" if torch_run and ort_run else (error_for(doc, "base", ds) or "torch or ORT base run missing")
+    detail = "" if ref_run and base_run else (error_for(doc, name, ds) or "torch or ORT base run missing")
     out = []
     if p.max_rel_dppl is not None:
-        rel = (abs(ort_run["ppl"] - torch_run["ppl"]) / torch_run["ppl"]) if torch_run and ort_run else None
-        ref = torch_run["ppl"] if torch_run else None
-        out.append(make_check("parity_rel_dppl", "base", ds, rel, p.max_rel_dppl, "max", ref, detail))
+        rel = (abs(base_run["ppl"] - ref_run["ppl"]) / ref_run["ppl"]) if ref_run and base_run else None
+        ref = ref_run["ppl"] if ref_run else None
+        out.append(make_check("parity_rel_dppl", name, ds, rel, p.max_rel_dppl, "max", ref, detail))
     causes = "; ".join([*(stats or {}).get("export_mismatches", []), *(stats or {}).get("notes", [])])
     sdetail = "" if stats else (detail or "no logit comparison recorded")
     if p.max_abs_dlogit is not None:
         val = stats["max_abs_dlogit"] if stats else None
-        out.append(make_check("parity_max_abs_dlogit", "base", ds, val, p.max_abs_dlogit, "max", None, sdetail))
+        out.append(make_check("parity_max_abs_dlogit", name, ds, val, p.max_abs_dlogit, "max", None, sdetail))
     if p.min_top1_agree is not None:
         val = stats["top1_agree"] if stats else None
-        out.append(make_check("parity_top1_agree", "base", ds, val, p.min_top1_agree, "min", None, sdetail))
+        out.append(make_check("parity_top1_agree", name, ds, val, p.min_top1_agree, "min", None, sdetail))
     out = [_with_cause(c, causes) for c in out]
     if stats and stats.get("export_mismatches"):  # a known wrong export fails even where numbers look close
-        out.append(make_check("parity_export", "base", ds, float(len(stats["export_mismatches"])), 0.0, "max",
+        out.append(make_check("parity_export", name, ds, float(len(stats["export_mismatches"])), 0.0, "max",
                               None, "; ".join(stats["export_mismatches"])))
     return out
 
@@ -152,11 +155,11 @@ def baseline_checks(doc: dict[str, Any], baseline: dict[str, Any], cfg: Baseline
                                   detail=f"baseline {name} was recorded with (window, stride, bos, max_tokens) "
                                          f"{sorted(theirs, key=str)[0]}, this run used {sorted(ours, key=str)[0]}; "
                                          "update the baseline or pass --no-baseline")]
-    out = [model]
+    out, roles = [model], of_document(doc)
     for run in doc.get("runs", []):
-        match, why = _baseline_match(doc, baseline, run, name)
+        match, why = _baseline_match(doc, baseline, run, name, roles)
         rel = (run["ppl"] - match["ppl"]) / match["ppl"] if match else None
-        who = f"base/{run['runner']}" if run["variant"] == "base" else run["variant"]
+        who = roles.who(run["variant"], run["runner"])
         ref = match["ppl"] if match else None
         out.append(make_check("baseline_rel_regression", who, run["dataset"], rel, cfg.max_rel_regression, "max",
                               ref, why))
@@ -180,7 +183,7 @@ def baseline_model_check(doc: dict[str, Any], baseline: dict[str, Any], name: st
 
 
 def _baseline_match(doc: dict[str, Any], baseline: dict[str, Any], run: dict[str, Any],
-                    name: str) -> tuple[dict[str, Any] | None, str]:
+                    name: str, roles: Roles) -> tuple[dict[str, Any] | None, str]:
     key = ("variant", "runner", "dataset", "window", "stride", "bos", "max_tokens")
     match = next((b for b in baseline.get("runs", []) if all(b.get(k) == run[k] for k in key)), None)
     if match is None:
@@ -189,7 +192,7 @@ def _baseline_match(doc: dict[str, Any], baseline: dict[str, Any], run: dict[str
     for k in ("text_sha256", "documents"):  # a custom text under a packaged label, or per-document vs one stream
         if ours_data.get(k) != theirs_data.get(k):
             return None, f"baseline {name} scored other data as '{run['dataset']}' ({k} differs)"
-    if run["variant"] != "base":
+    if not roles.is_base(run["variant"]):
         ours = doc.get("binding", {}).get("suite", {}).get("variants", {}).get(run["variant"])
         theirs = baseline.get("binding", {}).get("suite", {}).get("variants", {}).get(run["variant"])
         if ours != theirs:

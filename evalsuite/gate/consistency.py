@@ -19,6 +19,7 @@ import math
 from typing import Any
 
 from evalsuite.data.windows import window_count
+from evalsuite.roles import of_document
 
 REL_TOL = 1e-9
 # PPL above this is no language model's: 3800x worse than guessing uniformly over a 262,144-token
@@ -124,9 +125,10 @@ def run_problem(doc: dict[str, Any], run: dict[str, Any], first: dict[str, Any] 
         if diff:
             why = (f"{diff[0]} {run[diff[0]]!r}, but {first.get('variant')}/{first.get('runner')} on the same "
                    f"dataset has {first[diff[0]]!r} (every run of a dataset scores the same stream)")
-    if not why and run.get("variant") != "base":
+    roles = of_document(doc)
+    if not why and run.get("variant") != roles.base_variant:
         base = next((r for r in doc.get("runs", []) if (r.get("variant"), r.get("runner"), r.get("dataset"))
-                     == ("base", "ort", run.get("dataset"))), None)
+                     == (roles.base_variant, roles.base, run.get("dataset"))), None)
         why = interval_problem(run, base)
     return why
 
@@ -159,7 +161,8 @@ def parity_problem(doc: dict[str, Any]) -> str:
 
 def parity_windows_problem(doc: dict[str, Any], rec: dict[str, Any]) -> str:
     """The windows a parity record compared are the evenly spaced ones scoring/parity.parity_stats picks."""
-    base = next((r for r in doc.get("runs", []) if r.get("variant") == "base" and r.get("dataset") ==
+    name = of_document(doc).base_variant
+    base = next((r for r in doc.get("runs", []) if r.get("variant") == name and r.get("dataset") ==
                  rec.get("dataset") and isinstance(r.get("windows"), int)), None)
     if "windows" not in rec or base is None or doc.get("shard"):
         return ""

@@ -11,6 +11,7 @@ from evalsuite.cache import atomic_write_text
 from evalsuite.errors import DataError
 from evalsuite.gate import consistency
 from evalsuite.jsonio import read_json
+from evalsuite.roles import problem as roles_problem
 
 SCHEMA_VERSION = 2  # 2: `binding` (what the suite asked for and what was scored)
 WINDOW_POLICY = (
@@ -99,7 +100,7 @@ def validate(doc: dict[str, Any]) -> str | None:
     required = REFERENCE_FIELDS if reference else tuple(RUN_FIELDS)[:-2]  # both have defaults
     if not isinstance(doc["runs"], list):
         return "'runs' is not a list"
-    shape = shape_problem(doc)
+    shape = shape_problem(doc) or roles_problem(doc.get("roles"))
     if shape:
         return shape
     for i, run in enumerate(doc["runs"]):

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from evalsuite.config import BaselineCfg, Suite
 from evalsuite.gate.checks import Check, make_check
 from evalsuite.gate.task_results import derive, find, lane_scores, outline_sha256, outlines, same_numbers
+from evalsuite.roles import of_document
 from evalsuite.task_config import TaskLimits, task_limits
 
 
@@ -46,15 +47,17 @@ def task_checks(doc: dict[str, Any], suite: Suite, content: dict[str, Any] | Non
     section = doc.get("tasks")
     if not isinstance(section, dict):
         return [_yes("task_results", "*", "*", False, "the document holds no task results; score the tasks")]
+    roles = suite.roles
     checks = integrity(section, suite, content)
-    metrics, parity = derive(section)
+    metrics, parity = derive(section, roles)
     for cfg in suite.tasks:
         checks += presence(section, suite, cfg.label)
-        if "torch" in suite.eval.runners and "ort" in suite.eval.runners:
+        if roles.parity(suite.eval.runners):
             checks += parity_checks(parity.get(cfg.label), suite, cfg.label)
-        base = "ort" if "ort" in suite.eval.runners else "torch"
+        base = roles.comparator(suite.eval.runners)
         for v in suite.variants:
-            paired = metrics.get((cfg.label, v.name, "ort")) if find(section, cfg.label, "base", base) else None
+            paired = (metrics.get((cfg.label, v.name, roles.base))
+                      if find(section, cfg.label, roles.base_variant, base) else None)
             checks += limit_checks(paired, task_limits(suite.task_thresholds, cfg, v.name), v.name, cfg.label,
                                    task_metric_names(section, cfg.label))
     return checks
@@ -72,7 +75,7 @@ def integrity(section: dict[str, Any], suite: Suite, content: dict[str, Any] | N
         out.append(_yes("binding_tasks", "*", cfg.label, rec is not None and not diff, detail))
         if rec is not None and content is not None:
             out.append(data_binding(rec, (content.get("tasks") or {}).get(cfg.label), cfg.label))
-    out.append(consistency(section))
+    out.append(consistency(section, suite))
     return out
 
 
@@ -86,12 +89,12 @@ def data_binding(rec: dict[str, Any], now: dict[str, Any] | None, task: str) -> 
                 f"{diff[0]} differs: results scored other data, prompts or examples" if diff else "")
 
 
-def consistency(section: dict[str, Any]) -> Check:
+def consistency(section: dict[str, Any], suite: Suite) -> Check:
     """Every run covers every example of its task, one [ll, greedy] row per choice, plausible values,
     and every stored metric equals its re-derivation."""
     problem = _shape_problem(section)
     if problem is None:
-        metrics, parity = derive(section)
+        metrics, parity = derive(section, suite.roles)
         for run in section.get("runs", []):
             got = metrics.get((run["task"], run["variant"], run["runner"]), {})
             problem = problem or _named(run, same_numbers(got, run.get("metrics") or {}))
@@ -126,25 +129,22 @@ def _shape_problem(section: dict[str, Any]) -> str | None:
 
 
 def presence(section: dict[str, Any], suite: Suite, task: str) -> list[Check]:
-    wanted = [("base", r) for r in suite.eval.runners]
-    if "ort" in suite.eval.runners:
-        wanted += [(v.name, "ort") for v in suite.variants]
     out = []
-    for variant, runner in wanted:
-        who = f"base/{runner}" if variant == "base" else variant
+    for variant, runner in suite.roles.lanes(suite.eval.runners):
+        who = suite.roles.who(variant, runner)
         ok = find(section, task, variant, runner) is not None
         out.append(_yes("result_present", who, task, ok, f"no {runner} result for {who} on task {task}"))
     return out
 
 
 def parity_checks(stats: dict[str, float] | None, suite: Suite, task: str) -> list[Check]:
-    p, out = suite.task_parity, []
+    p, out, name = suite.task_parity, [], suite.roles.base_variant
     detail = "" if stats else "torch or ORT base task run missing"
     if p.max_abs_dll is not None:
-        out.append(make_check("task_parity_max_abs_dll", "base", task, stats["max_abs_dll"] if stats else None,
+        out.append(make_check("task_parity_max_abs_dll", name, task, stats["max_abs_dll"] if stats else None,
                               p.max_abs_dll, "max", detail=detail))
     if p.min_answer_agree is not None:
-        out.append(make_check("task_parity_answer_agree", "base", task, stats["answer_agree"] if stats else None,
+        out.append(make_check("task_parity_answer_agree", name, task, stats["answer_agree"] if stats else None,
                               p.min_answer_agree, "min", detail=detail))
     return out
 
@@ -195,9 +195,9 @@ def task_baseline_checks(doc: dict[str, Any], baseline: dict[str, Any], cfg: Bas
     theirs = theirs if isinstance(theirs, dict) else {}
     mine = {t["task"]: t.get("requests_sha256") for t in ours.get("tasks", [])}
     stored = {t["task"]: t.get("requests_sha256") for t in theirs.get("tasks", [])}
-    out = []
+    out, roles = [], of_document(doc)
     for run in ours.get("runs", []):
-        who = f"base/{run['runner']}" if run["variant"] == "base" else run["variant"]
+        who = roles.who(run["variant"], run["runner"])
         match = find(theirs, run["task"], run["variant"], run["runner"])
         acc = (run.get("metrics") or {}).get("acc")
         ref = (match.get("metrics") or {}).get("acc") if match is not None else None

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from evalsuite.roles import Roles
 from evalsuite.scoring import task_metrics as tm
 
 TASKS_SCHEMA = 1
@@ -63,33 +64,36 @@ def find(section: dict[str, Any], task: str, variant: str, runner: str) -> dict[
     return None
 
 
-def base_runner(section: dict[str, Any], task: str) -> str | None:
+def base_runner(section: dict[str, Any], task: str, roles: Roles) -> str | None:
     """The lane variants are compared with: the ORT base, else the torch reference."""
-    for runner in ("ort", "torch"):
-        if find(section, task, "base", runner) is not None:
+    for runner in (roles.base, roles.reference):
+        if find(section, task, roles.base_variant, runner) is not None:
             return runner
     return None
 
 
-def derive(section: dict[str, Any]) -> tuple[dict[Key, dict[str, float]], dict[str, dict[str, float]]]:
+def derive(section: dict[str, Any], roles: Roles | None = None
+           ) -> tuple[dict[Key, dict[str, float]], dict[str, dict[str, float]]]:
     """Every run's metrics (paired ones for variants) and every task's ORT-vs-torch parity, computed
-    from the stored scores. Complete (unsharded) documents only: each run covers every example."""
+    from the stored scores. Complete (unsharded) documents only: each run covers every example.
+    `roles`: the document's (roles.of_document); default today's."""
+    roles = roles or Roles()
     shapes = outlines(section)
     names = {t["task"]: t["metrics"] for t in section.get("tasks", [])}
     metrics: dict[Key, dict[str, float]] = {}
     parity: dict[str, dict[str, float]] = {}
     for task, outline in shapes.items():
-        base_name = base_runner(section, task)
-        base = fitted(find(section, task, "base", base_name) if base_name else None, outline)
+        base_name = base_runner(section, task, roles)
+        base = fitted(find(section, task, roles.base_variant, base_name) if base_name else None, outline)
         for run in section.get("runs", []):
             scores = fitted(run, outline) if run["task"] == task else None
             if scores is None:
                 continue
             m = tm.solo(names[task], outline, scores)
-            if run["variant"] != "base" and base is not None:
+            if not roles.is_base(run["variant"]) and base is not None:
                 m |= tm.paired(names[task], outline, base, scores)
             metrics[(task, run["variant"], run["runner"])] = m
-        ref, ort = (fitted(find(section, task, "base", r), outline) for r in ("torch", "ort"))
+        ref, ort = (fitted(find(section, task, roles.base_variant, r), outline) for r in (roles.reference, roles.base))
         if ref is not None and ort is not None:
             parity[task] = tm.parity(outline, ref, ort)
     return metrics, parity

@@ -19,15 +19,15 @@ def compare(doc: dict[str, Any], suite: Suite, content: dict[str, Any] | None = 
     """Every check of `doc` against `suite`. `content`: identities of what the suite names *now*
     (see identity.content_identity), compared with the document's when gating a stored results file."""
     checks: list[Check] = integrity_checks(doc, suite, content)
-    runners = suite.eval.runners
+    runners, roles = suite.eval.runners, suite.roles
     datasets = dataset_labels(suite)
-    base_runner = "ort" if "ort" in runners else "torch"
+    base_runner = roles.comparator(runners)
     for ds in datasets:
         checks += presence_checks(doc, suite, ds)
-        if "torch" in runners and "ort" in runners:
+        if roles.parity(runners):
             checks += parity_checks(doc, suite, ds)
         for v in suite.variants:
-            checks += variant_checks(doc, v.name, ds, base_runner, suite.thresholds.limits(v.name, ds))
+            checks += variant_checks(doc, v.name, ds, base_runner, suite.thresholds.limits(v.name, ds), roles)
     checks += task_checks(doc, suite, content)
     for err in doc.get("errors", []):
         checks.append(make_check("scoring", err["variant"], err.get("dataset") or "*", None, 0.0, "max",
@@ -38,13 +38,10 @@ def compare(doc: dict[str, Any], suite: Suite, content: dict[str, Any] | None = 
 def presence_checks(doc: dict[str, Any], suite: Suite, ds: str) -> list[Check]:
     """One `result_present` check per configured runner (base) and variant on `ds`, whatever the
     thresholds say: a configured pair can never end up with zero checks."""
-    wanted = [("base", r) for r in suite.eval.runners]
-    if "ort" in suite.eval.runners:
-        wanted += [(v.name, "ort") for v in suite.variants]
     out = []
-    for variant, runner in wanted:
+    for variant, runner in suite.roles.lanes(suite.eval.runners):
         run = find_run(doc, variant, runner, ds)
-        who = f"base/{runner}" if variant == "base" else variant
+        who = suite.roles.who(variant, runner)
         detail = "" if run else (error_for(doc, variant, ds) or f"no {runner} result for {who} on {ds}")
         out.append(Check("result_present", who, ds, 1.0 if run else None, 1.0, "min", run is not None,
                          detail=detail))

@@ -202,8 +202,3 @@ class OrtRunner:
         if out.shape[1] < k:
             raise ScoringError(f"model returned logits for {out.shape[1]} positions, expected {k}")
         return np.asarray(out[0, -k:], dtype=np.float32)
-
-    def check_vocab(self, tokenizer_vocab: int) -> None:
-        if self.vocab_size < tokenizer_vocab:
-            raise ModelError(f"{self.model.name} outputs {self.vocab_size} logits but the tokenizer has "
-                             f"{tokenizer_vocab} tokens; the ONNX model and tokenizer do not belong together")

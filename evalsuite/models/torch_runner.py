@@ -1,6 +1,7 @@
 """PyTorch reference runner: transformers AutoModelForCausalLM, fp32, CPU, inference mode.
 
-Only turns one window's input tokens into per-target NLL; windows come from `evalsuite/data/windows.py`.
+Only turns one window's input tokens into the logits of its scored positions; windows come from
+`evalsuite/data/windows.py`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from typing import Any
 import numpy as np
 
 from evalsuite.errors import ModelError, ScoringError
-from evalsuite.models.logprobs import nll_from_logits
 from evalsuite.quiet import quiet_transformers
 
 
@@ -50,10 +50,6 @@ class TorchRunner:
             # logits_to_keep=k: the lm_head runs on the k scored positions only ([b, k, V] fp32).
             out = self.model(input_ids=ids, use_cache=False, logits_to_keep=k)
             return out.logits.float().cpu().numpy()
-
-    def nll(self, input_ids: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        """input_ids int64 [m]; targets int64 [k] predicted by the last k positions -> float64 [k]."""
-        return nll_from_logits(self.logits(input_ids, int(targets.shape[0])), targets)
 
     def prefix(self, input_ids: np.ndarray) -> Any:
         """Run a shared context once, keeping its KV cache for `extend` (None: this model's cache cannot

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from evalsuite.cache import build_entry, cache_root, key_of, reuse
-from evalsuite.config import Calibration, Suite, VariantCfg
+from evalsuite.config import Calibration, VariantCfg
 from evalsuite.data import corpora
 from evalsuite.errors import DataError, ModelError
 from evalsuite.models.onnx_build import source_hash, versions
@@ -39,9 +39,9 @@ def calibration_ids(source: ModelSource, cal: Calibration, data_dir: Path | None
     return np.stack([tokens[s : s + cal.seq_len] for s in starts])
 
 
-def awq_folder(source: ModelSource, v: VariantCfg, suite: Suite, provenance: dict[str, Any],
-               progress: Any = None) -> Path:
-    data_dir = Path(provenance["data_dir"]) if provenance.get("data_dir") else None
+def awq_folder(source: ModelSource, v: VariantCfg, data_dir: Path | None, progress: Any = None) -> Path:
+    """The AWQ-transformed fp32 HF folder of `v` (cached), calibrated on text from `data_dir`
+    (None: the hub), as `corpora.load_text` finds it."""
     key = key_of({"source": source_hash(source.path), "calibration": vars(v.calibration),
                   "block": v.block_size, "symmetric": v.symmetric, "grid": N_GRID, "v": versions(), "algo": 4})
     out = cache_root() / "awq" / key

@@ -31,7 +31,7 @@ def builder_options(v: VariantCfg) -> dict[str, str]:
     return opts
 
 
-def build_variant(source: ModelSource, v: VariantCfg, suite: Suite, provenance: dict[str, Any],
+def build_variant(source: ModelSource, v: VariantCfg, suite: Suite, data_dir: Path | None,
                   progress: Any = None) -> dict[str, Any]:
     """Build (or find) the variant's ONNX folder; return its build info (path, size, method...).
     `progress` (suite.Progress, optional) sees the AWQ search per layer and the builder as stages."""
@@ -46,7 +46,7 @@ def build_variant(source: ModelSource, v: VariantCfg, suite: Suite, provenance: 
     else:
         from evalsuite.quant.awq_build import awq_folder
 
-        hf = awq_folder(source, v, suite, provenance, progress)
+        hf = awq_folder(source, v, data_dir, progress)
         folder, info = _int4(hf, v, execution_target(suite.eval.provider), progress)
         info |= {"awq_hf_folder": str(hf), "calibration": vars(v.calibration)}
     keyed = {k: val for k, val in info.items() if k != "runtime_twin"}  # its measured rounding is CPU-dependent

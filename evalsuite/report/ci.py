@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from evalsuite.gate.checks import Check
+from evalsuite.roles import of_document
 
 NAMES = {
     "abs_dppl": "ΔPPL",
@@ -86,11 +87,12 @@ def quality_rows(doc: dict[str, Any], checks: list[Check]) -> list[dict[str, Any
     its paired 95 % interval, KLD, same-top, size, verdict). Values are None where a run is missing."""
     from evalsuite.gate.checks import find_run
 
-    base_runner = "ort" if any(r["runner"] == "ort" and r["variant"] == "base" for r in doc["runs"]) else "torch"
+    roles = of_document(doc)
+    base_runner = roles.comparator(r["runner"] for r in doc["runs"] if roles.is_base(r["variant"]))
     rows = []
     for name, info in (doc.get("variants") or {}).items():
         for ds in sorted({r["dataset"] for r in doc["runs"]}):
-            base, run = find_run(doc, "base", base_runner, ds), find_run(doc, name, "ort", ds)
+            base, run = find_run(doc, roles.base_variant, base_runner, ds), find_run(doc, name, roles.base, ds)
             mine = [c for c in checks if c.variant == name and c.dataset == ds]
             row: dict[str, Any] = {"variant": name, "dataset": ds, "size_mb": info.get("size_mb"),
                                    "passed": bool(mine) and all(c.passed for c in mine)}

@@ -19,10 +19,11 @@ def write_plots(ev: Any, folder: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
-    written = []
+    written, roles = [], ev.suite.roles
     for ds in sorted({key[2] for key in ev.cols}):
-        base = ev.cols.get(("base", "ort", ds))
-        variants = {k[0]: c for k, c in ev.cols.items() if k[2] == ds and k[0] != "base" and k[1] == "ort"}
+        base = ev.cols.get((roles.base_variant, roles.base, ds))
+        variants = {k[0]: c for k, c in ev.cols.items()
+                    if k[2] == ds and not roles.is_base(k[0]) and k[1] == roles.base}
         if base is None or not variants:
             continue
         windows = [w for w in _windows(ev, ds)]
@@ -36,7 +37,8 @@ def _windows(ev: Any, ds: str) -> list[Any]:
 
     run = next(r for r in ev.runs if r.dataset == ds)
     plan = plan_windows(run.tokens_in_stream, run.window, run.stride)
-    return [plan[i] for i in ev.scored_windows[("base", "ort", ds)]]
+    roles = ev.suite.roles
+    return [plan[i] for i in ev.scored_windows[(roles.base_variant, roles.base, ds)]]
 
 
 def _dnll_plot(path: Path, ds: str, base: np.ndarray, variants: dict[str, np.ndarray], windows: list[Any]) -> Path:

@@ -10,6 +10,7 @@ from typing import Any
 from evalsuite.gate.checks import Check
 from evalsuite.gate.task_checks import TASK_LIMITS
 from evalsuite.gate.task_results import find
+from evalsuite.roles import Roles, of_document
 
 TASK_COLUMNS = ("task", "variant", "runner", "examples", "acc %", "acc_norm %", "perplexity", "Δacc pts",
                 "Δacc 95% CI", "flips", "choice KL", "result")
@@ -27,19 +28,20 @@ def task_labels(doc: dict[str, Any]) -> list[str]:
     return [t["task"] for t in section.get("tasks", [])] if isinstance(section, dict) else []
 
 
-def lanes(section: dict[str, Any], task: str, variants: list[str]) -> list[tuple[str, str]]:
+def lanes(section: dict[str, Any], task: str, variants: list[str], roles: Roles) -> list[tuple[str, str]]:
     """(variant, runner) of every row of `task`: the base lanes scored, each configured variant on ORT
     (a row even when its run is missing), then any other lane the document holds."""
     present = [(r["variant"], r["runner"]) for r in section.get("runs", []) if r["task"] == task]
-    out = [lane for lane in (("base", "torch"), ("base", "ort")) if lane in present]
-    out += [(v, "ort") for v in variants]
+    base = roles.base_variant
+    out = [lane for lane in ((base, roles.reference), (base, roles.base)) if lane in present]
+    out += [(v, roles.base) for v in variants]
     return out + [lane for lane in present if lane not in out]
 
 
-def lane_checks(checks: list[Check], task: str, variant: str, runner: str) -> list[Check]:
+def lane_checks(checks: list[Check], task: str, variant: str, runner: str, roles: Roles) -> list[Check]:
     """The checks judging one task x lane: its own (a base lane's are named base/RUNNER, parity's base)
     and the task-wide integrity checks."""
-    own = {variant} if variant != "base" else {"base", f"base/{runner}"}
+    own = {variant} if not roles.is_base(variant) else {variant, roles.who(variant, runner)}
     return [c for c in checks if (c.dataset == task and c.variant in own)
             or (c.name in TASK_WIDE and c.variant == "*" and c.dataset in (task, "*"))]
 
@@ -50,12 +52,12 @@ def task_rows(doc: dict[str, Any], checks: list[Check]) -> list[dict[str, Any]]:
     section = doc.get("tasks")
     if not isinstance(section, dict):
         return []
-    variants = list(doc.get("variants") or {})
+    variants, roles = list(doc.get("variants") or {}), of_document(doc)
     rows = []
     for task in task_labels(doc):
-        for variant, runner in lanes(section, task, variants):
+        for variant, runner in lanes(section, task, variants, roles):
             run = find(section, task, variant, runner)
-            mine = lane_checks(checks, task, variant, runner)
+            mine = lane_checks(checks, task, variant, runner, roles)
             rows.append({"task": task, "variant": variant, "runner": runner,
                          "examples": run.get("examples") if run else None,
                          "metrics": (run.get("metrics") or {}) if run else None,

@@ -17,6 +17,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from evalsuite.roles import of_document
 from evalsuite.scoring.lanes import RunResult
 
 
@@ -133,14 +134,15 @@ def reference_table(reference: dict[str, Any], doc: dict[str, Any] | None) -> Ta
     for col in ("model", "dataset", "base PPL", "quantized PPL", "difference", "this run: base → variants"):
         table.add_column(col, justify="left" if col in ("model", "dataset") or col.startswith("this") else "right")
     ours: dict[str, list[str]] = {}
+    roles, published = of_document(doc), of_document(reference).base_variant
     for r in (doc or {}).get("runs", []):
-        if r["runner"] == "ort" or r["variant"] == "base":
+        if r["runner"] == roles.base or roles.is_base(r["variant"]):
             ours.setdefault(r["dataset"], []).append(f"{r['variant']}/{r['runner']} {r['ppl']:.2f}")
     by_key: dict[tuple[str, str], dict[str, float]] = {}
     for r in reference.get("runs", []):
         by_key.setdefault((r["model"], r["dataset"]), {})[r["variant"]] = r["ppl"]
     for (model, ds), v in by_key.items():
-        base, quant = v.get("base"), next((p for k, p in v.items() if k != "base"), None)
+        base, quant = v.get(published), next((p for k, p in v.items() if k != published), None)
         diff = f"{quant - base:+.2f}" if base is not None and quant is not None else "—"
         table.add_row(model, ds, f"{base:.2f}" if base else "—", f"{quant:.2f}" if quant else "—", diff,
                       ", ".join(ours.get(ds, [])) or "—")
