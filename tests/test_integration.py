@@ -176,7 +176,7 @@ def test_broken_int4_variant_fails_the_task_checks(source: model_source.ModelSou
     from evalsuite.quant.variants import build_variant
 
     default = load_suite(None)
-    rtn = build_variant(source, next(v for v in default.variants if v.method == "rtn"), default, {})
+    rtn = build_variant(source, next(v for v in default.variants if v.method == "rtn"), default, None)
     broken = zeroed_mlp_copy(Path(rtn["path"]), tmp_path / "zeroed", 0)
     suite = tmp_path / "s.toml"
     suite.write_text(
