@@ -8,6 +8,8 @@
   with the dataset, only with window x vocab.
 - The suite's ORT throughput as a ratio of bare `InferenceSession.run` on the same inputs, same
   session, same threads (target >= 0.95).
+- The MatMul ceiling of this CPU at the model's shapes and each lane's fraction of it
+  (`bench_ceiling.py`); HellaSwag examples/s per lane against lm-eval's HF backend (`bench_tasks.py`).
 - Optionally the wall time of the default `evalsuite gate` run from a cold and a warm cache.
 """
 
@@ -23,6 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from evalsuite.bench_ceiling import ceiling, ceiling_lines
+from evalsuite.bench_tasks import task_lines, task_speed
+from evalsuite.data.windows import plan_windows
+from evalsuite.models.onnx_files import resolve_onnx
 
 TARGET_RATIO = 0.95
 BATCHES = (1, 4, 8)  # batch sizes measured on the ORT base and the torch reference
@@ -187,7 +194,8 @@ def awq_search_timing(folder: Path) -> dict[str, Any]:
             "max_layer_seconds": max(layers, default=None), "calibration": f"{cal['samples']} x {cal['seq_len']}"}
 
 
-def bench(suite: Any, data_dir: Path | None, max_tokens: int, timing_args: list[str] | None) -> dict[str, Any]:
+def bench(suite: Any, data_dir: Path | None, max_tokens: int, timing_args: list[str] | None,
+          task_examples: int = 0) -> dict[str, Any]:
     """All measurements as data (printing is the caller's)."""
     import dataclasses
 
@@ -236,6 +244,11 @@ def bench(suite: Any, data_dir: Path | None, max_tokens: int, timing_args: list[
         "logits_mb_per_window": ev.window * stream.tokenizer_vocab * 4 / 1e6,
         "logits_mb_window_2048": 2048 * stream.tokenizer_vocab * 4 / 1e6, "awq_search": searches,
     }
+    plan = plan_windows(int(tokens.shape[0]), ev.window, ev.stride)
+    out["ceiling"] = ceiling(resolve_onnx(base_onnx), ev.window, ev.stride, len(plan),
+                             sum(w.end - w.first_target for w in plan), threads)
+    if task_examples:
+        out["tasks"] = task_speed(source.path, base_onnx, threads, task_examples)
     if timing_args is not None:
         out["eval_timing"] = eval_timing(timing_args)
     out["verdicts"] = verdicts(out)
@@ -272,6 +285,10 @@ def verdicts(b: dict[str, Any]) -> list[str]:
             lines.append(f"{r['runner']}: {r['tokens_per_s']:.0f} tok/s = {rel:.2f} x fp32 "
                          f"({'slower' if rel < 1 else 'faster'} than fp32 on this CPU)")
     lines += batch_lines(b)
+    if "ceiling" in b:
+        lines += ceiling_lines(b["ceiling"], b["runners"])
+    if "tasks" in b:
+        lines += task_lines(b["tasks"])
     for a in b.get("awq_search", []):
         per = f"{a['seconds_per_layer']:.2f} s per layer (max {a['max_layer_seconds']:.2f})" \
             if a["seconds_per_layer"] is not None else "no per-layer record"

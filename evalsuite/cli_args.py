@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--max-tokens", type=int, default=2048, help="tokens per runner (default 2048)")
     bn.add_argument("--threads", type=int, help="threads for every runner (default: all cores)")
     bn.add_argument("--eval-timing", action="store_true", help="also time the default gate, cold and warm cache")
+    bn.add_argument("--task-examples", type=int, default=40,
+                    help="HellaSwag examples for the task-speed rows (default 40; 0 skips them)")
     bn.add_argument("--json-out", type=Path, help="write the measurements here")
     mg = sub.add_parser("merge", help="combine --shard i/n result files into the numbers of one run")
     mg.add_argument("shards", nargs="+", type=Path, help="results JSON of every shard")

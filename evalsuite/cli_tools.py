@@ -21,6 +21,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.max_tokens < 2:
         raise UsageError(f"--max-tokens must be at least 2, got {args.max_tokens}")
+    if args.task_examples < 0:
+        raise UsageError(f"--task-examples must be 0 or more, got {args.task_examples}")
     if args.json_out is not None:
         check_writable(args.json_out)
     suite = load_suite(args.config)
@@ -28,7 +30,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         suite = dataclasses.replace(suite, eval=dataclasses.replace(suite.eval, threads=args.threads))
     data_dir = corpora.resolve_data_dir(args.data_dir)
     timing = ["--max-tokens", "2048"] + (["--config", str(args.config)] if args.config else [])
-    b = bench(suite, data_dir, args.max_tokens, timing if args.eval_timing else None)
+    b = bench(suite, data_dir, args.max_tokens, timing if args.eval_timing else None, args.task_examples)
     table = Table(title=f"Benchmark: {b['dataset']}, {b['tokens']} tokens, window {b['window']}, "
                         f"stride {b['stride']}, {b['threads']} threads")
     for col in ("runner", "tok/s", "peak RSS MB", "PPL"):

@@ -50,3 +50,41 @@ def test_batch_rows_are_compared_with_batch_one_not_with_fp32() -> None:
     assert "batch 8 (2561 tok): 900" not in text and "x fp32 (faster" not in text
     assert "ORT base: batch 1 600 tok/s; batch 8 900 tok/s = 1.50 x batch 1 (2561 tokens)" in text
     assert "torch reference: batch 1 300 tok/s; batch 8 150 tok/s = 0.50 x batch 1 (2561 tokens)" in text
+
+
+def test_ceiling_counts_the_models_matmul_flops_on_the_plan(fp32_dir: object) -> None:
+    """The ceiling's FLOPs follow from the graph's weight shapes and the window plan (decoder on every
+    forwarded token, lm_head on scored ones), and its lines name each lane's fraction."""
+    from pathlib import Path
+
+    from evalsuite.bench_ceiling import ceiling, ceiling_lines, weight_shapes
+    from evalsuite.models.onnx_files import resolve_onnx
+
+    model = resolve_onnx(Path(str(fp32_dir)))
+    shapes, head = weight_shapes(model)
+    assert shapes and head is not None and head[1] >= 256  # the tiny Llama: its linears and a vocab-wide head
+    plan = plan_windows(100, 64, 32)
+    scored = sum(w.end - w.first_target for w in plan)
+    c = ceiling(model, 64, 32, len(plan), scored, 1)
+    want = (len(plan) * sum(2 * 64 * k * n for k, n in shapes) + 2 * scored * head[0] * head[1]) / scored / 1e9
+    assert c["gflop_per_scored_token"] == pytest.approx(want) and c["tokens_per_s"] > 0 and c["gflops"] > 0
+    lines = ceiling_lines(c, [{"runner": "ORT base", "tokens_per_s": c["tokens_per_s"] / 2}])
+    assert "= 0.50 of the fp32 ceiling (MISSES the 0.8 target)" in lines[1]
+
+
+def test_task_speed_rows_and_a_failing_lmeval_child(tiny_llama_dir: object, fp32_dir: object,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Task rows on the tiny model (2 HellaSwag examples): both lanes timed both ways, the suite path
+    forwards fewer tokens than lm-eval's whole requests; a Python without lm-eval is one error line."""
+    from pathlib import Path
+
+    from evalsuite.bench_tasks import LMEVAL_ENV, task_lines, task_speed
+
+    monkeypatch.setenv(LMEVAL_ENV, sys.executable)  # this venv has no lm_eval: the child fails cleanly
+    t = task_speed(Path(str(tiny_llama_dir)), Path(str(fp32_dir)), 1, 2)
+    assert t["examples"] == 2 and t["requests"] == 8 and t["forwarded_tokens"] < t["lmeval_forwarded_tokens"]
+    assert set(t["lanes"]) == {"torch reference", "ORT base"}
+    assert all(lane["examples_per_s"] > 0 and lane["whole_request_examples_per_s"] > 0 for lane in t["lanes"].values())
+    assert "lm-eval child failed" in t["lmeval"]["error"]
+    lines = task_lines(t)
+    assert len(lines) == 4 and "lm-eval HF: lm-eval child failed" in lines[-1]

@@ -11,7 +11,7 @@ RANK = {
     "errors": 0, "tomlio": 0, "jsonio": 0, "cache": 0, "quiet": 0, "cpu": 0, "stages": 0, "": 0,
     "data": 1, "models": 2, "config": 3, "task_config": 3, "quant": 4, "scoring": 4, "gate": 5, "report": 6,
     "suite": 7, "task_suite": 7, "runners": 4, "identity": 8, "bench": 8, "preflight": 8, "cli": 9, "__main__": 9,
-    "cli_tools": 9, "cli_args": 9, "cli_checks": 0, "limits": 3, "roles": 0,
+    "cli_tools": 9, "cli_args": 9, "cli_checks": 0, "limits": 3, "roles": 0, "bench_ceiling": 8, "bench_tasks": 8,
 }
 
 
