@@ -22,7 +22,6 @@ from evalsuite.gate.binding import suite_binding
 from evalsuite.gate.results import SCHEMA_VERSION, WINDOW_POLICY
 from evalsuite.models import source as model_source
 from evalsuite.quant.support import check_variants
-from evalsuite.quiet import quiet_transformers
 from evalsuite.runners import build_base_onnx, ort_runner, torch_device, torch_runner
 from evalsuite.scoring.journal import Journal, journal_path
 from evalsuite.scoring.lanes import Lane, Runner, RunResult, new_lane, score_lanes, summarize
@@ -100,11 +99,10 @@ def per_document(suite: Suite) -> list[bool]:
 
 
 def load_streams(suite: Suite, source: model_source.ModelSource, texts: list[corpora.Text]) -> list[Stream]:
-    from transformers import AutoTokenizer
+    from evalsuite.models.tokenizer import LazyTokenizer
 
-    quiet_transformers()
     ev = suite.eval
-    tokenizer = AutoTokenizer.from_pretrained(source.path)
+    tokenizer = LazyTokenizer(source.path)  # a cached token stream needs no transformers (nor torch)
     streams = []
     for text, docs in zip(texts, per_document(suite), strict=True):
         if docs:
