@@ -40,16 +40,22 @@ def margin(lls: list[float], norm: list[float] | None = None) -> float:
     return vals[0] - vals[1] if len(vals) > 1 else float("inf")
 
 
-def compare_task(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> dict[str, Any]:
-    by_id = {o["doc_id"]: o for o in ours}
+def request_args(t: dict[str, Any]) -> list[list[str]]:
+    return [[a["arg_0"], a["arg_1"]] for a in t["arguments"].values()]
+
+
+def compare_task(ours: list[dict[str, Any]], theirs: list[dict[str, Any]], by_requests: bool = False) -> dict[str, Any]:
+    """`by_requests`: pair examples by their request strings instead of doc_id (MMLU: lm-eval logs one
+    file per subject, evalsuite one task over all subjects)."""
+    by_id = {json.dumps(o["arguments"]) if by_requests else o["doc_id"]: o for o in ours}
     n, same_args, max_dll, flips = 0, True, 0.0, []
     counts = {m: [0, 0] for m in ("acc", "acc_norm") if theirs and m in theirs[0]}
     for t in theirs:
-        o = by_id.get(t["doc_id"])
+        o = by_id.get(json.dumps(request_args(t)) if by_requests else t["doc_id"])
         if o is None:
             continue
         n += 1
-        args = [[a["arg_0"], a["arg_1"]] for a in t["arguments"].values()]
+        args = request_args(t)
         same_args &= args == o["arguments"]
         lls = [float(r[0]) for r in t["filtered_resps"]]
         max_dll = max(max_dll, max(abs(a - b) for a, b in zip(lls, o["loglikelihoods"], strict=True)))
@@ -79,10 +85,15 @@ def main() -> int:
     print("| task | examples | requests identical | max \\|Δll\\| | acc (evalsuite / lm-eval) | "
           "acc_norm (evalsuite / lm-eval) | answers that differ (margin, nats) |")
     print("|---|---:|---|---:|---:|---:|---|")
-    for task, path in lmeval_files(a.lmeval).items():
+    files = lmeval_files(a.lmeval)
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for task, path in files.items():
+        group = "mmlu" if task.startswith("mmlu_") and task not in ours and "mmlu" in ours else task
+        groups.setdefault(group, []).extend(read_jsonl(path))
+    for task, theirs in groups.items():
         if task not in ours:
             continue
-        r = compare_task(ours[task], read_jsonl(path))
+        r = compare_task(ours[task], theirs, by_requests=task == "mmlu")
         c = r["counts"]
         norm = f"{c['acc_norm'][0]} / {c['acc_norm'][1]}" if "acc_norm" in c else "—"
         differ = ", ".join(f"doc {d} {m} ({g:.2e})" for d, m, g in r["differ"]) or "none"
