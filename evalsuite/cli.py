@@ -312,6 +312,12 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        if getattr(args, "shard", None) == "auto" and args.command != "gate":  # gate refuses any shard
+            from evalsuite.ci_shard import auto_shard, describe
+
+            args.shard = auto_shard(os.environ)
+            print(f"evalsuite: --shard auto: shard {args.shard[0]}/{args.shard[1]} ({describe(os.environ)})",
+                  file=sys.stderr)
         return COMMANDS[args.command](args)
     except EvalsuiteError as err:
         print(f"evalsuite: error: {err}", file=sys.stderr)

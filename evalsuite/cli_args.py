@@ -106,7 +106,9 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="local corpora folder (else $EVALSUITE_DATA_DIR, else the hub)")
     p.add_argument("--json-out", type=Path, help="write the results JSON here")
     p.add_argument("--shard", type=parse_shard, metavar="I/N",
-                   help="score only windows I, I+N, I+2N, ... (0-based); combine with 'evalsuite merge'")
+                   help="score only windows I, I+N, I+2N, ... (0-based); combine with 'evalsuite merge'. "
+                   "auto: I and N from the CI's parallel-job variables (GitLab, CircleCI, Buildkite; "
+                   "GitHub Actions: EVALSUITE_SHARD_INDEX/EVALSUITE_SHARD_TOTAL from the matrix)")
     p.add_argument("--plot", type=Path, metavar="DIR", help="write PNG plots (ΔNLL along the text, KLD) here")
     p.add_argument("--fresh", action="store_true",
                    help="ignore per-window results stored by earlier (interrupted or identical) runs and "
@@ -124,8 +126,10 @@ def add_progress_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output (same as --progress none)")
 
 
-def parse_shard(text: str) -> tuple[int, int]:
+def parse_shard(text: str) -> tuple[int, int] | str:
+    if text == "auto":  # resolved from the environment after parsing (cli._main, ci_shard.py)
+        return text
     index, sep, count = text.partition("/")
     if not sep or not index.isdigit() or not count.isdigit() or not 0 <= int(index) < int(count):
-        raise argparse.ArgumentTypeError(f"shard must be I/N with 0 <= I < N, e.g. 0/4; got '{text}'")
+        raise argparse.ArgumentTypeError(f"shard must be I/N with 0 <= I < N, e.g. 0/4, or auto; got '{text}'")
     return int(index), int(count)
