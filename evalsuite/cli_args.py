@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     mg.add_argument("shards", nargs="+", type=Path, help="results JSON of every shard")
     mg.add_argument("--json-out", type=Path, required=True, help="write the merged results JSON here")
     add_cache_parser(sub)
+    from evalsuite.cli_ci import add_ci_parsers
+
+    add_ci_parsers(sub)
     base = sub.add_parser("baseline", help="manage stored baselines")
     bsub = base.add_subparsers(dest="baseline_command", required=True, parser_class=_Parser)
     upd = bsub.add_parser("update", help="write a baseline file from a results JSON (or a fresh run)")
@@ -104,7 +107,8 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--torch-device", choices=["auto", "cpu", "cuda"],
                    help="device of the torch reference (default auto: cuda when --provider cuda and torch has CUDA)")
     p.add_argument("--data-dir", help="local corpora folder (else $EVALSUITE_DATA_DIR, else the hub)")
-    p.add_argument("--json-out", type=Path, help="write the results JSON here")
+    p.add_argument("--json-out", type=Path, help="write the results JSON here ({index} and {count} are replaced "
+                   "by the shard's, e.g. results/shard-{index}-of-{count}.json)")
     p.add_argument("--shard", type=parse_shard, metavar="I/N",
                    help="score only windows I, I+N, I+2N, ... (0-based); combine with 'evalsuite merge'. "
                    "auto: I and N from the CI's parallel-job variables (GitLab, CircleCI, Buildkite; "

@@ -112,3 +112,19 @@ def main_parse(argv: list[str]) -> object:
     from evalsuite.cli_args import build_parser
 
     return build_parser().parse_args(argv)
+
+
+def test_json_out_names_the_shard(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One command line for every job: {index} and {count} in --json-out are the job's shard."""
+    from evalsuite.cli_args import build_parser
+    from evalsuite.cli_ci import resolve_shard
+
+    _clear(monkeypatch)
+    monkeypatch.setenv("CI_NODE_INDEX", "3")
+    monkeypatch.setenv("CI_NODE_TOTAL", "4")
+    args = build_parser().parse_args(["eval", "--shard", "auto", "--json-out", "r/shard-{index}-of-{count}.json"])
+    resolve_shard(args)
+    assert args.shard == (2, 4) and args.json_out == Path("r/shard-2-of-4.json")
+    args = build_parser().parse_args(["eval", "--shard", "1/2", "--json-out", "s{index}.json"])
+    resolve_shard(args)
+    assert args.json_out == Path("s1.json")
