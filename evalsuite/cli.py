@@ -17,7 +17,7 @@ from typing import Any
 
 from evalsuite.cli_args import build_parser
 from evalsuite.cli_checks import check_folder, check_writable
-from evalsuite.cli_ci import cmd_plan
+from evalsuite.cli_ci import cmd_plan, cmd_prepare
 from evalsuite.cli_tools import cmd_bench, cmd_cache
 from evalsuite.errors import EvalsuiteError, UsageError
 
@@ -297,7 +297,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 COMMANDS = {"eval": cmd_eval, "gate": cmd_gate, "baseline": cmd_baseline, "merge": cmd_merge, "bench": cmd_bench,
             "cache": cmd_cache, "validate": cmd_validate,
-            "plan": cmd_plan}
+            "plan": cmd_plan, "prepare": cmd_prepare}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_cache_parser(sub)
     from evalsuite.cli_ci import add_ci_parsers
 
-    add_ci_parsers(sub)
+    add_ci_parsers(sub, add_progress_args)
     base = sub.add_parser("baseline", help="manage stored baselines")
     bsub = base.add_subparsers(dest="baseline_command", required=True, parser_class=_Parser)
     upd = bsub.add_parser("update", help="write a baseline file from a results JSON (or a fresh run)")

@@ -11,7 +11,8 @@ from typing import Any
 from evalsuite.errors import UsageError
 
 
-def add_ci_parsers(sub: Any) -> None:
+def add_ci_parsers(sub: Any, add_progress_args: Any) -> None:
+    """`plan` and `prepare` (cli_args.py passes its progress options in: no import cycle)."""
     pl = sub.add_parser("plan", help="print what a CI matrix needs as JSON: the shards, the cache key, the shard "
                         "result files, the merge and gate commands (no model work)")
     pl.add_argument("--shards", type=int, required=True, metavar="N", help="number of parallel score jobs")
@@ -21,6 +22,45 @@ def add_ci_parsers(sub: Any) -> None:
     pl.add_argument("--get", metavar="FIELD", help="print only this field, dotted (cache.key, matrix): a string as "
                     "is, anything else as one line of JSON (for $GITHUB_OUTPUT)")
     pl.add_argument("--json-out", type=Path, help="also write the plan here")
+    pr = sub.add_parser("prepare", help="export, build, AWQ-search and tokenize everything the suite caches, score "
+                        "nothing; leave a relocatable cache for the score jobs")
+    pr.add_argument("--config", type=Path, help="suite TOML (default: the packaged default suite)")
+    pr.add_argument("--data-dir", help="local corpora folder (else $EVALSUITE_DATA_DIR, else the hub)")
+    pr.add_argument("--verify", action="store_true", help="build nothing: check that this cache holds the suite's "
+                    "prepared entries, intact (run it where the cache arrives); exit 2 if not")
+    pr.add_argument("--fresh", action="store_true", help="rebuild every cache entry the suite uses")
+    add_progress_args(pr)
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    import time
+
+    from evalsuite.cache import cache_root, check_cache_root, fresh_builds
+    from evalsuite.config import load_suite
+    from evalsuite.data import corpora
+    from evalsuite.preflight import Plan, preflight
+    from evalsuite.prepare import prepare, verify
+
+    start = time.perf_counter()
+    suite = load_suite(args.config)
+    data_dir = corpora.resolve_data_dir(args.data_dir)
+    if args.verify:
+        if args.fresh:
+            raise UsageError("prepare --verify builds nothing; drop --fresh")
+        got = verify(suite, data_dir)
+        print(f"prepared cache {got['key']} verified: {got['entries']} entries, {got['bytes'] / 1e6:.1f} MB in "
+              f"{cache_root()} ({time.perf_counter() - start:.1f} s)")
+        return 0
+    check_cache_root()
+    preflight(Plan(suite, data_dir))
+    from evalsuite.report.progress import make_progress
+
+    with fresh_builds(args.fresh):
+        doc = prepare(suite, data_dir, make_progress("none" if args.quiet else args.progress, "prepare"))
+    size = sum(e["size"] for e in doc["entries"])
+    print(f"prepared cache {doc['cache_key']}: {len(doc['entries'])} entries, {size / 1e6:.1f} MB in {cache_root()} "
+          f"({doc['seconds']:.1f} s); nothing was scored")
+    return 0
 
 
 def resolve_shard(args: argparse.Namespace) -> None:
