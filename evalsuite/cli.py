@@ -17,6 +17,7 @@ from typing import Any
 
 from evalsuite.cli_args import build_parser
 from evalsuite.cli_checks import check_folder, check_writable
+from evalsuite.cli_ci import cmd_plan, cmd_prepare
 from evalsuite.cli_tools import cmd_bench, cmd_cache
 from evalsuite.errors import EvalsuiteError, ExitCode, UsageError
 
@@ -295,7 +296,8 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"eval": cmd_eval, "gate": cmd_gate, "baseline": cmd_baseline, "merge": cmd_merge, "bench": cmd_bench,
-            "cache": cmd_cache, "validate": cmd_validate}
+            "cache": cmd_cache, "validate": cmd_validate,
+            "plan": cmd_plan, "prepare": cmd_prepare}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -312,6 +314,10 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        if getattr(args, "shard", None) is not None and args.command != "gate":  # gate refuses any shard
+            from evalsuite.cli_ci import resolve_shard
+
+            resolve_shard(args)
         return COMMANDS[args.command](args)
     except EvalsuiteError as err:
         print(f"evalsuite: error: {err}", file=sys.stderr)

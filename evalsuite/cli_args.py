@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     mg.add_argument("shards", nargs="+", type=Path, help="results JSON of every shard")
     mg.add_argument("--json-out", type=Path, required=True, help="write the merged results JSON here")
     add_cache_parser(sub)
+    from evalsuite.cli_ci import add_ci_parsers
+
+    add_ci_parsers(sub, add_progress_args)
     base = sub.add_parser("baseline", help="manage stored baselines")
     bsub = base.add_subparsers(dest="baseline_command", required=True, parser_class=_Parser)
     upd = bsub.add_parser("update", help="write a baseline file from a results JSON (or a fresh run)")
@@ -106,9 +109,12 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--torch-device", choices=["auto", "cpu", "cuda"],
                    help="device of the torch reference (default auto: cuda when --provider cuda and torch has CUDA)")
     p.add_argument("--data-dir", help="local corpora folder (else $EVALSUITE_DATA_DIR, else the hub)")
-    p.add_argument("--json-out", type=Path, help="write the results JSON here")
+    p.add_argument("--json-out", type=Path, help="write the results JSON here ({index} and {count} are replaced "
+                   "by the shard's, e.g. results/shard-{index}-of-{count}.json)")
     p.add_argument("--shard", type=parse_shard, metavar="I/N",
-                   help="score only windows I, I+N, I+2N, ... (0-based); combine with 'evalsuite merge'")
+                   help="score only windows I, I+N, I+2N, ... (0-based); combine with 'evalsuite merge'. "
+                   "auto: I and N from the CI's parallel-job variables (GitLab, CircleCI, Buildkite; "
+                   "GitHub Actions: EVALSUITE_SHARD_INDEX/EVALSUITE_SHARD_TOTAL from the matrix)")
     p.add_argument("--plot", type=Path, metavar="DIR", help="write PNG plots (ΔNLL along the text, KLD) here")
     p.add_argument("--fresh", action="store_true",
                    help="ignore per-window results stored by earlier (interrupted or identical) runs and "
@@ -126,8 +132,10 @@ def add_progress_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output (same as --progress none)")
 
 
-def parse_shard(text: str) -> tuple[int, int]:
+def parse_shard(text: str) -> tuple[int, int] | str:
+    if text == "auto":  # resolved from the environment after parsing (cli._main, ci_shard.py)
+        return text
     index, sep, count = text.partition("/")
     if not sep or not index.isdigit() or not count.isdigit() or not 0 <= int(index) < int(count):
-        raise argparse.ArgumentTypeError(f"shard must be I/N with 0 <= I < N, e.g. 0/4; got '{text}'")
+        raise argparse.ArgumentTypeError(f"shard must be I/N with 0 <= I < N, e.g. 0/4, or auto; got '{text}'")
     return int(index), int(count)

@@ -36,3 +36,30 @@ def data_dir() -> Path:
     if not (path / "wikitext-2-raw" / "wiki.test.raw").is_file():
         pytest.fail(f"real data not found at {path}; set EVALSUITE_DATA_DIR")
     return path
+
+
+@pytest.fixture(scope="session")
+def ci_suite(tiny_llama_dir: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The CI-matrix tests' tiny suite (tests/ci_suite.py)."""
+    from ci_suite import write_suite
+
+    return write_suite(tmp_path_factory.mktemp("ci-suite"), tiny_llama_dir, data_dir)
+
+
+@pytest.fixture(scope="session")
+def prepared_cache(ci_suite: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache filled by `evalsuite prepare` for `ci_suite` (export, builds, tokens; nothing scored)."""
+    from evalsuite.cli import main
+
+    folder = tmp_path_factory.mktemp("prepared") / "cache"
+    before = {k: os.environ.get(k) for k in ("EVALSUITE_CACHE", "EVALSUITE_DATA_DIR")}
+    os.environ.update(EVALSUITE_CACHE=str(folder), EVALSUITE_DATA_DIR=str(data_dir))
+    try:
+        assert main(["prepare", "--config", str(ci_suite), "--quiet"]) == 0
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return folder

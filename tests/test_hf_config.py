@@ -4,6 +4,7 @@ the source folder untouched, the copy in the cache. Synthetic configs: exact."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +111,17 @@ def test_unreadable_config_is_a_model_error(tmp_path: Path) -> None:
     (src / "config.json").write_text("[1, 2]")
     with pytest.raises(ModelError, match="not a JSON object"):
         builder_input(src, tmp_path / "cache")
+
+
+def test_normalised_copy_of_a_cache_entry_survives_moving_the_cache(tmp_path: Path) -> None:
+    """A GGUF export lives in the cache: its normalised copy links relative to it (evalsuite prepare)."""
+    import shutil
+
+    cache = tmp_path / "a"
+    (cache / "models").mkdir(parents=True)
+    src = _folder(cache / "models", {"quantization_config": None, "rope_parameters": GEMMA3_ROPE})
+    copy = builder_input(src, cache)
+    assert not Path(os.readlink(copy / "model.safetensors")).is_absolute()
+    shutil.move(str(cache), tmp_path / "b")
+    moved = builder_input(tmp_path / "b" / "models" / src.name, tmp_path / "b")
+    assert moved.name == copy.name and (moved / "model.safetensors").read_bytes() == b"weights"

@@ -88,13 +88,19 @@ def builder_input(hf_dir: Path, cache: Path) -> Path:
     config, changes = normalise(_read(hf_dir))
     if not changes:
         return hf_dir
-    out = cache / "hfconfig" / key_of({"source": str(hf_dir.resolve()), "config": config})
+    # A source inside the cache (a GGUF export) is named and linked relative to it: a cache moved to
+    # another folder or machine as a whole (evalsuite prepare, a CI cache) keeps working links.
+    root, src = cache.resolve(), hf_dir.resolve()
+    inside = root in src.parents
+    out = cache / "hfconfig" / key_of({"source": src.relative_to(root).as_posix() if inside else str(src),
+                                       "config": config})
     if (out / "config.json").is_file():
         return out
     with atomic_dir(out) as tmp:
         for item in hf_dir.iterdir():
             if item.name != "config.json":
-                os.symlink(item.resolve(), tmp / item.name)
+                target = item.resolve()
+                os.symlink(os.path.relpath(target, tmp.resolve()) if inside else target, tmp / item.name)
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         (tmp / "evalsuite_normalised.json").write_text(json.dumps({"source": str(hf_dir), "changes": changes},
                                                                   indent=2))

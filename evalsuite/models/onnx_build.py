@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from evalsuite.cache import build_entry, cache_root, file_sha256, key_of, package_versions, reuse
+from evalsuite.cache import MANIFEST, build_entry, cache_root, file_sha256, key_of, package_versions, reuse
 from evalsuite.errors import ModelError
 from evalsuite.models.hf_config import builder_input, config_changes
 from evalsuite.models.onnx_files import check_loadable, resolve_onnx
@@ -38,8 +38,10 @@ _hash_memo: dict[tuple[str, float], str] = {}
 
 
 def source_hash(hf_dir: Path) -> str:
-    """Hash of the files a build reads (weights, configs, tokenizer); memoised per process."""
-    files = sorted(p for p in hf_dir.iterdir() if p.is_file() and p.suffix in (".safetensors", ".json", ".model"))
+    """Hash of the files a build reads (weights, configs, tokenizer); memoised per process. A cache
+    entry's manifest is left out: it records stat stamps, which a copy of the cache changes."""
+    files = sorted(p for p in hf_dir.iterdir() if p.is_file() and p.suffix in (".safetensors", ".json", ".model")
+                   and p.name != MANIFEST)
     stamp = (str(hf_dir.resolve()), max((p.stat().st_mtime for p in files), default=0.0))
     if stamp not in _hash_memo:
         _hash_memo[stamp] = key_of([(p.name, file_sha256(p)) for p in files])
