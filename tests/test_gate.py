@@ -226,3 +226,24 @@ def test_roles_are_recorded_and_old_documents_read_with_todays() -> None:
     for bad in ({"reference": "torch"}, {**suite.roles.to_json(), "candidates": ["base"]}, [1]):
         assert "roles" in (results.validate({**old, "roles": bad}) or "")
     assert results.validate({**old, "roles": suite.roles.to_json()}) is None
+
+
+@pytest.mark.parametrize("field, value", [("base_variant", "fp32"), ("base", "torch"),
+                                          ("candidates", ["rtn-b32-acc4"])],
+                         ids=["base-variant", "base-runner", "candidates"])
+def test_a_document_naming_other_roles_fails_the_suite_binding(field: str, value: object) -> None:
+    """Consistency re-derives numbers by the document's roles: a document naming another base (or
+    other candidates) than the suite's is of another run and fails binding_suite; today's roles pass."""
+    from evalsuite.gate import results
+    from evalsuite.gate.binding import integrity_checks
+
+    root = Path(__file__).resolve().parent.parent
+    old = results.read(root / "baselines" / "smollm2-135m-instruct.json", "baseline")
+    suite = load_suite(None)
+
+    def suite_binding_check(doc: dict[str, object]) -> object:
+        return next(c for c in integrity_checks(doc, suite, None) if c.name == "binding_suite")
+
+    assert suite_binding_check(old).passed and suite_binding_check({**old, "roles": suite.roles.to_json()}).passed
+    forged = suite_binding_check({**old, "roles": {**suite.roles.to_json(), field: value}})
+    assert not forged.passed and f"roles.{field}" in forged.detail

@@ -18,6 +18,7 @@ from evalsuite.config import DatasetCfg, Parity, Suite, VariantCfg, dataset_labe
 from evalsuite.gate.checks import Check
 from evalsuite.gate.consistency import POLICY_KEYS, implausible, problem
 from evalsuite.models.onnx_build import execution_target
+from evalsuite.roles import Roles, of_document
 
 
 def variant_settings(v: VariantCfg) -> dict[str, Any]:
@@ -90,7 +91,8 @@ def integrity_checks(doc: dict[str, Any], suite: Suite, content: dict[str, Any] 
     binding = _table(doc, "binding")
     want = suite_binding(suite)
     have, scored = _table(binding, "suite"), _table(binding, "content")
-    out = [complete_check(doc), policy_check(doc, want["policy"]), suite_check(have, want)]
+    roles = roles_diff(doc, suite.roles)
+    out = [complete_check(doc), policy_check(doc, want["policy"]), suite_check(have, want, roles)]
     out.append(model_check(have.get("model"), want["model"], scored, content, suite.roles.base_variant))
     out += [variant_check(name, have, settings, scored, content) for name, settings in want["variants"].items()]
     out.append(data_check(doc, suite, content))
@@ -142,11 +144,22 @@ def policy_check(doc: dict[str, Any], want: dict[str, Any]) -> Check:
     return _check("binding_policy", "*", not diff, "results scored with " + ", ".join(diff))
 
 
-def suite_check(have: dict[str, Any], want: dict[str, Any]) -> Check:
-    """Same datasets, runners and variant names as the suite asks for (settings: variant_check)."""
+def roles_diff(doc: dict[str, Any], want: Roles) -> list[str]:
+    """How the document's roles differ from the suite's: consistency re-derives numbers by the document's
+    roles, so a document may not name another reference, base or candidates. One written before roles
+    were recorded reads as today's (roles.of_document); its candidates are then only what its runs name."""
+    have = of_document(doc)
+    keys = ("reference", "base", "base_variant") + (("candidates",) if isinstance(doc.get("roles"), dict) else ())
+    return [f"roles.{k} {getattr(have, k)!r} (suite: {getattr(want, k)!r})" for k in keys
+            if getattr(have, k) != getattr(want, k)]
+
+
+def suite_check(have: dict[str, Any], want: dict[str, Any], roles: list[str] | None = None) -> Check:
+    """Same datasets, runners and variant names (and roles) as the suite asks for (settings: variant_check)."""
     diff = [f"{key} {have.get(key)} (suite: {want.get(key)})" for key in ("datasets", "runners", "documents",
                                                                           "sources", "parity_windows")
             if have.get(key) != want.get(key)]
+    diff += roles or []
     names, wanted = sorted(have.get("variants") or {}), sorted(want["variants"])
     if names != wanted:
         diff.append(f"variants {names} (suite: {wanted})")
