@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from evalsuite.cache import build_entry, cache_root, key_of, reuse
+from evalsuite.errors import ModelError
 from evalsuite.models.onnx_build import check_model, versions
 from evalsuite.models.onnx_files import resolve_onnx
 
@@ -61,7 +62,7 @@ def dequantized_twin(folder: Path, cache: Path | None = None) -> tuple[Path, dic
             check_model(tmp)
             diff = probe_difference(resolve_onnx(folder), tmp / "model.onnx")
             if not diff <= TOLERANCE:
-                raise RuntimeError(f"the dequantized twin of {folder} differs from it by {diff:.3g} nats "
+                raise ModelError(f"the dequantized twin of {folder} differs from it by {diff:.3g} nats "
                                    f"(limit {TOLERANCE}); report this with your onnxruntime version")
             info = {"native": str(folder), "writer": "evalsuite dequantized twin",
                     "max_abs_dlogprob_vs_native": diff, "probe_tokens": PROBE_TOKENS,
@@ -100,7 +101,7 @@ def _write_twin(src: Path, dst: Path) -> None:
             continue
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         if attrs.get("bits", 4) != 4 or any(node.input[4:]):
-            raise RuntimeError(f"{node.name}: only 4-bit MatMulNBits without g_idx or bias can be twinned")
+            raise ModelError(f"{node.name}: only 4-bit MatMulNBits without g_idx or bias can be twinned")
         weight = dequantize(numpy_helper.to_array(inits[node.input[1]]), numpy_helper.to_array(inits[node.input[2]]),
                             numpy_helper.to_array(zp), int(attrs["K"]))
         name = f"{node.input[1]}.dequantized"
