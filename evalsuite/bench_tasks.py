@@ -47,13 +47,16 @@ print(json.dumps({"seconds": time.perf_counter() - start, "load_seconds": loaded
 """
 
 
-def _best_of(fn: Callable[[], Any], rounds: int = 2) -> tuple[float, Any]:
-    best, out = float("inf"), None
+def _alternated(fns: list[Callable[[], Any]], rounds: int = 2) -> list[tuple[float, Any]]:
+    """Run the functions in turn, `rounds` times; each one's fastest wall time and its last result
+    (alternating spreads a load change over all of them rather than onto one)."""
+    best: list[tuple[float, Any]] = [(float("inf"), None)] * len(fns)
     for _ in range(rounds):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, out
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            out = fn()
+            best[i] = (min(best[i][0], time.perf_counter() - start), out)
+    return best
 
 
 def lmeval_child(python: str, model: Path, threads: int, pairs: list[list[str]]) -> dict[str, Any]:
@@ -102,8 +105,7 @@ def task_speed(model: Path, base_onnx: Path, threads: int, n: int = 40) -> dict[
             return [loglik.score_request(r, i, t) for tk in tokenized for i, t in zip(tk.inputs, tk.targets,
                                                                                        strict=True)]
 
-        shared_s, rows = _best_of(shared)
-        whole_s, _ = _best_of(whole)
+        (shared_s, rows), (whole_s, _) = _alternated([shared, whole])
         scores[label] = np.concatenate([row[:, 0] for row in rows])
         lanes[label] = {"load_seconds": load, "seconds": shared_s, "whole_request_seconds": whole_s,
                         "examples_per_s": n / shared_s, "whole_request_examples_per_s": n / whole_s}
