@@ -26,11 +26,10 @@ from evalsuite.cache import build_entry, cache_root, key_of, reuse
 from evalsuite.errors import ModelError
 from evalsuite.models.onnx_build import check_model, versions
 from evalsuite.models.onnx_files import resolve_onnx
+from evalsuite.quant.ort_quant import COPIED  # the files beside model.onnx every int4 folder keeps
 
 TOLERANCE = 1e-2  # max |d log-softmax| (nats) twin vs native on the probe; rounding gives ~1e-3
 PROBE_TOKENS = 64
-COPIED = ("genai_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-          "chat_template.jinja")
 
 
 def has_float_zero_points(model: Any) -> bool:
