@@ -23,6 +23,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UsageError(f"--max-tokens must be at least 2, got {args.max_tokens}")
     if args.task_examples < 0:
         raise UsageError(f"--task-examples must be 0 or more, got {args.task_examples}")
+    check_lmeval_python()
     if args.json_out is not None:
         check_writable(args.json_out)
     suite = load_suite(args.config)
@@ -75,3 +76,16 @@ def cmd_cache(args: argparse.Namespace) -> int:
     cache.sweep_stale(root)
     print(f"removed {len(gone)} entries, {sum(e.size for e in gone) / 1e6:.1f} MB from {root}")
     return ExitCode.OK
+
+
+def check_lmeval_python() -> None:
+    """$EVALSUITE_LMEVAL_PYTHON, when set, must be an executable (a scratch venv's python)."""
+    import os
+    from pathlib import Path
+
+    from evalsuite.bench_tasks import LMEVAL_ENV
+
+    python = os.environ.get(LMEVAL_ENV)
+    if python and not (Path(python).is_file() and os.access(python, os.X_OK)):
+        raise UsageError(f"${LMEVAL_ENV} is {python!r}, not an executable; point it at the python of a venv "
+                         "with lm-eval 0.4 installed, or unset it")

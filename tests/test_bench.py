@@ -88,3 +88,13 @@ def test_task_speed_rows_and_a_failing_lmeval_child(tiny_llama_dir: object, fp32
     assert "lm-eval child failed" in t["lmeval"]["error"]
     lines = task_lines(t)
     assert len(lines) == 4 and "lm-eval HF: lm-eval child failed" in lines[-1]
+
+
+def test_bench_refuses_a_missing_lmeval_python_before_model_work(tmp_path: object) -> None:
+    import os
+
+    env = os.environ | {"EVALSUITE_LMEVAL_PYTHON": "/nonexistent/python"}
+    proc = subprocess.run([sys.executable, "-m", "evalsuite", "bench"], capture_output=True, text=True, env=env,
+                          timeout=120, check=False)
+    assert proc.returncode == 2 and "EVALSUITE_LMEVAL_PYTHON" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
