@@ -18,7 +18,7 @@ from evalsuite.config import DatasetCfg, Parity, Suite, VariantCfg, dataset_labe
 from evalsuite.gate.checks import Check
 from evalsuite.gate.consistency import POLICY_KEYS, implausible, problem
 from evalsuite.models.onnx_build import execution_target
-from evalsuite.roles import Roles, of_document
+from evalsuite.roles import FIELDS, Roles, of_document
 
 
 def variant_settings(v: VariantCfg) -> dict[str, Any]:
@@ -149,7 +149,7 @@ def roles_diff(doc: dict[str, Any], want: Roles) -> list[str]:
     roles, so a document may not name another reference, base or candidates. One written before roles
     were recorded reads as today's (roles.of_document); its candidates are then only what its runs name."""
     have = of_document(doc)
-    keys = ("reference", "base", "base_variant") + (("candidates",) if isinstance(doc.get("roles"), dict) else ())
+    keys = FIELDS if isinstance(doc.get("roles"), dict) else FIELDS[:-1]  # FIELDS[-1]: the candidates
     return [f"roles.{k} {getattr(have, k)!r} (suite: {getattr(want, k)!r})" for k in keys
             if getattr(have, k) != getattr(want, k)]
 
