@@ -264,8 +264,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from evalsuite.gate import results
     from evalsuite.gate.task_merge import merge_tasks
     from evalsuite.report import terminal
+    from evalsuite.schema import RunRecord
     from evalsuite.scoring import merge
-    from evalsuite.scoring.lanes import RunResult
 
     check_writable(args.json_out)
     shards = [results.read(p, "shard") for p in args.shards]
@@ -274,7 +274,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     if tasks is not None:
         doc = {**doc, "tasks": tasks}
     results.write(args.json_out, doc)
-    terminal.console().print(terminal.results_table([RunResult(**r) for r in doc["runs"]]))
+    terminal.console().print(terminal.results_table([RunRecord.from_json(r) for r in doc["runs"]]))
     return ExitCode.GATE_FAILED if doc["errors"] else ExitCode.OK
 
 

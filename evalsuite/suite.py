@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import platform
 import time
 from dataclasses import dataclass, field
@@ -18,13 +17,13 @@ from evalsuite.cpu import cpu_info
 from evalsuite.data import corpora, documents, sources
 from evalsuite.data.windows import Window, check_policy, plan_documents, plan_windows, shard_windows
 from evalsuite.errors import DataError, ModelError, ScoringError, UsageError
-from evalsuite.gate.binding import suite_binding
-from evalsuite.gate.results import SCHEMA_VERSION, WINDOW_POLICY
+from evalsuite.gate import results
 from evalsuite.models import source as model_source
 from evalsuite.quant.support import check_variants
 from evalsuite.runners import build_base_onnx, ort_runner, torch_device, torch_runner
+from evalsuite.schema import RunRecord, error
 from evalsuite.scoring.journal import Journal, journal_path
-from evalsuite.scoring.lanes import Lane, Runner, RunResult, new_lane, score_lanes, summarize
+from evalsuite.scoring.lanes import Lane, Runner, new_lane, score_lanes, summarize
 from evalsuite.scoring.metrics import paired_metrics, solo_metrics, unit_metrics
 from evalsuite.scoring.parity import export_notes, parity_stats
 from evalsuite.scoring.tokenstats import SOLO
@@ -135,7 +134,7 @@ def document_stream(suite: Suite, text: corpora.Text, tokenizer: Any, tokenizer_
 @dataclass
 class Evaluation:
     suite: Suite
-    runs: list[RunResult] = field(default_factory=list)
+    runs: list[RunRecord] = field(default_factory=list)
     cols: dict[tuple[str, str, str], np.ndarray] = field(default_factory=dict)  # (variant, runner, dataset)
     parity: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)  # {variant, runner, dataset|None, message}
@@ -198,8 +197,8 @@ def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = No
         del reference
         if ort is None:  # nothing to compare the variants with: record them as not scored
             for variant in suite.variants:
-                out.errors.append({"variant": variant.name, "runner": "ort", "dataset": None,
-                                   "message": "not built: the ORT base model failed (see its error)"})
+                out.errors.append(error(variant.name, "ort", None,
+                                        "not built: the ORT base model failed (see its error)"))
             return out
         group = [("base", ort)]
         for variant in suite.variants:
@@ -252,7 +251,7 @@ def _guarded(out: Evaluation, variant: str, runner: str, make: Any) -> Any:
     try:
         return make()
     except (ModelError, ScoringError) as err:
-        out.errors.append({"variant": variant, "runner": runner, "dataset": None, "message": str(err)})
+        out.errors.append(error(variant, runner, None, str(err)))
         return None
 
 
@@ -298,12 +297,14 @@ def _journal(lane: Lane, base: Lane, stream: Stream) -> Journal | None:
 
 def _collect(out: Evaluation, lane: Lane, base: Lane, stream: Stream, indices: list[int], seconds: float) -> None:
     if lane.error is not None:
-        out.errors.append({"variant": lane.variant, "runner": lane.runner.name, "dataset": stream.label,
-                           "message": lane.error})
+        out.errors.append(error(lane.variant, lane.runner.name, stream.label, lane.error))
         return
     ev = out.suite.eval
     windows = [stream.windows[i] for i in indices]
     metrics = solo_metrics(lane.cols[:, : len(SOLO)], windows)
+    # A shard's run carries its per-window rows, so `merge` can recombine the shards exactly.
+    rows = {} if out.shard is None else {"shard_windows": indices, "shard_cols": [
+        lane.cols[w.first_target : w.end].tolist() for w in windows]}
     if out.shard is None:  # word/byte units need the whole scored span; merge adds them for shards
         metrics |= unit_metrics(float(np.nansum(lane.cols[:, 0])), stream.words, stream.bytes)
     else:
@@ -314,7 +315,7 @@ def _collect(out: Evaluation, lane: Lane, base: Lane, stream: Stream, indices: l
         lane.cols[:, 0], windows, seconds=seconds, reused_tokens=lane.reused, metrics=metrics,
         model=out.suite.model.source, variant=lane.variant, runner=lane.runner.name, dataset=stream.label,
         split=stream.text.split, window=ev.window, stride=ev.stride, bos=ev.bos, max_tokens=ev.max_tokens,
-        tokens_in_stream=int(stream.tokens.shape[0]),
+        tokens_in_stream=int(stream.tokens.shape[0]), **rows,
     ))
     key = (lane.variant, lane.runner.name, stream.label)
     out.cols[key] = lane.cols
@@ -351,38 +352,7 @@ def provenance(source: model_source.ModelSource, streams: list[Stream]) -> dict[
 
 
 def to_document(ev: Evaluation) -> dict[str, Any]:
-    e = ev.suite.eval
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "policy": {"window": e.window, "stride": e.stride, "bos": e.bos, "max_tokens": e.max_tokens,
-                   "description": WINDOW_POLICY},
-        "roles": ev.suite.roles.to_json(),
-        "runs": [run_json(ev, r) for r in ev.runs],
-        "parity": ev.parity,
-        "variants": ev.variants,
-        "errors": ev.errors,
-        "binding": {"suite": suite_binding(ev.suite), "content": {
-            "model": {k: ev.provenance["model"][k] for k in ("origin_sha256", "tokenizer_sha256")},
-            "base_onnx": ev.identities.get("base_onnx"),
-            "variants": {name: info.get("identity") for name, info in ev.variants.items()},
-            "data": ev.identities.get("data", {})}},
-        **({"tasks": task_document(ev.task_sets, ev.task_lanes, ev.shard)} if ev.task_sets else {}),
-        "complete": not ev.errors and ev.shard is None,
-        "shard": {"index": ev.shard[0], "count": ev.shard[1]} if ev.shard else None,
-        "provenance": ev.provenance,
-    }
-
-
-def run_json(ev: Evaluation, run: RunResult) -> dict[str, Any]:
-    """A run's JSON; a shard's runs also carry their per-window NLL so `merge` can recombine them."""
-    out = run.to_json()
-    if ev.shard is not None:
-        key = (run.variant, run.runner, run.dataset)
-        cols, indices = ev.cols[key], ev.scored_windows[key]
-        windows = plan_windows(run.tokens_in_stream, run.window, run.stride)
-        out["shard_windows"] = indices
-        out["shard_cols"] = [cols[windows[i].first_target : windows[i].end].tolist() for i in indices]
-    return out
-
-
+    """The results document (assembled by gate/results.document from what the pipeline scored)."""
+    tasks = task_document(ev.task_sets, ev.task_lanes, ev.shard) if ev.task_sets else None
+    return results.document(ev.suite, ev.runs, parity=ev.parity, variants=ev.variants, errors=ev.errors,
+                            identities=ev.identities, provenance=ev.provenance, shard=ev.shard, tasks=tasks)

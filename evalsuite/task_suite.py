@@ -21,6 +21,7 @@ from evalsuite.data import tasks as task_data
 from evalsuite.data.custom_task import load_custom_task
 from evalsuite.data.windows import Window, shard_windows
 from evalsuite.errors import ModelError, ScoringError
+from evalsuite.schema import error
 from evalsuite.scoring import loglik
 from evalsuite.scoring.journal import Journal, code_fingerprint
 from evalsuite.stages import NullProgress
@@ -113,8 +114,7 @@ def score_task_lanes(group: Sequence[tuple[str, Any]], sets: Sequence[TaskSet], 
             try:
                 lanes.append(_score_lane(variant, runner, ts, indices, progress, resume))
             except ScoringError as err:
-                errors.append({"variant": variant, "runner": runner.name, "dataset": f"task:{ts.label}",
-                               "message": str(err)})
+                errors.append(error(variant, runner.name, f"task:{ts.label}", str(err)))
             finally:
                 progress.stop()
     return lanes, errors

@@ -16,9 +16,10 @@ from typing import Any
 
 from evalsuite.config import DatasetCfg, Parity, Suite, VariantCfg, dataset_labels
 from evalsuite.gate.checks import Check
-from evalsuite.gate.consistency import POLICY_KEYS, implausible, problem
+from evalsuite.gate.consistency import implausible, problem
 from evalsuite.models.onnx_build import execution_target
 from evalsuite.roles import FIELDS, Roles, of_document
+from evalsuite.schema import POLICY_KEYS, Policy
 
 
 def variant_settings(v: VariantCfg) -> dict[str, Any]:
@@ -61,7 +62,7 @@ def model_settings(suite: Suite) -> dict[str, Any]:
 def suite_binding(suite: Suite) -> dict[str, Any]:
     ev = suite.eval
     out: dict[str, Any] = {
-        "policy": {k: getattr(ev, k) for k in POLICY_KEYS},
+        "policy": dataclasses.asdict(Policy.of(ev)),
         "datasets": dataset_labels(suite),
         "runners": list(ev.runners),
         "model": model_settings(suite),

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from evalsuite.config import BaselineCfg, Suite
 from evalsuite.limits import Limits
 from evalsuite.roles import Roles, of_document
+from evalsuite.schema import POLICY_KEYS, RUN_KEY
 
 Direction = Literal["max", "min"]
 
@@ -147,9 +148,8 @@ def baseline_checks(doc: dict[str, Any], baseline: dict[str, Any], cfg: Baseline
     model = baseline_model_check(doc, baseline, name)
     if not model.passed:
         return [model]
-    policy = ("window", "stride", "bos", "max_tokens")
-    ours = {tuple(r[k] for k in policy) for r in doc.get("runs", [])}
-    theirs = {tuple(r.get(k) for k in policy) for r in baseline.get("runs", [])}
+    ours = {tuple(r[k] for k in POLICY_KEYS) for r in doc.get("runs", [])}
+    theirs = {tuple(r.get(k) for k in POLICY_KEYS) for r in baseline.get("runs", [])}
     if ours and not ours & theirs:
         return [model, make_check("baseline_rel_regression", "*", "*", None, cfg.max_rel_regression, "max",
                                   detail=f"baseline {name} was recorded with (window, stride, bos, max_tokens) "
@@ -184,7 +184,7 @@ def baseline_model_check(doc: dict[str, Any], baseline: dict[str, Any], name: st
 
 def _baseline_match(doc: dict[str, Any], baseline: dict[str, Any], run: dict[str, Any],
                     name: str, roles: Roles) -> tuple[dict[str, Any] | None, str]:
-    key = ("variant", "runner", "dataset", "window", "stride", "bos", "max_tokens")
+    key = (*RUN_KEY, *POLICY_KEYS)
     match = next((b for b in baseline.get("runs", []) if all(b.get(k) == run[k] for k in key)), None)
     if match is None:
         return None, f"no entry in baseline {name} with this policy"

@@ -20,13 +20,12 @@ from typing import Any
 
 from evalsuite.data.windows import window_count
 from evalsuite.roles import of_document
+from evalsuite.schema import POLICY_KEYS, STREAM_FIELDS
 
 REL_TOL = 1e-9
 # PPL above this is no language model's: 3800x worse than guessing uniformly over a 262,144-token
 # vocabulary (the largest of the supported families); a stored value beyond it is an edit or a bug.
 PPL_MAX = 1e9
-POLICY_KEYS = ("window", "stride", "bos", "max_tokens")
-STREAM_KEYS = ("tokens_in_stream", "tokens_scored", "windows", "split")
 
 
 def num(value: Any) -> float | None:
@@ -121,7 +120,7 @@ def run_problem(doc: dict[str, Any], run: dict[str, Any], first: dict[str, Any] 
     policy = table(doc.get("policy"))
     why = implausible(run) or nll_problem(run) or stream_problem(run, policy, one_stream)
     if not why and first is not None:
-        diff = [k for k in STREAM_KEYS if k in run and k in first and run[k] != first[k]]
+        diff = [k for k in STREAM_FIELDS if k in run and k in first and run[k] != first[k]]
         if diff:
             why = (f"{diff[0]} {run[diff[0]]!r}, but {first.get('variant')}/{first.get('runner')} on the same "
                    f"dataset has {first[diff[0]]!r} (every run of a dataset scores the same stream)")

@@ -1,24 +1,62 @@
-"""Results JSON on disk: the schema version, the window-policy text, and strict read / atomic write.
-The document itself is assembled by the pipeline (`suite.to_document`)."""
+"""Results JSON on disk: assembled (`document`), strictly read and atomically written. The fields
+and their types come from `evalsuite/schema.py`; this module only checks documents against them."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from evalsuite.cache import atomic_write_text
+from evalsuite.config import Suite
 from evalsuite.errors import DataError
 from evalsuite.gate import consistency
 from evalsuite.jsonio import read_json
 from evalsuite.roles import problem as roles_problem
-
-SCHEMA_VERSION = 2  # 2: `binding` (what the suite asked for and what was scored)
-WINDOW_POLICY = (
-    "sliding windows: each window feeds <= window tokens; logits[i] predict token[i+1]; the first "
-    "window scores all its positions, each later one the next `stride` tokens; every token after "
-    "the first of the stream is scored exactly once; NLL summed in float64; PPL = exp(mean NLL)"
+from evalsuite.schema import (
+    ERROR_FIELDS,
+    PARITY_FIELDS,
+    REFERENCE_FIELDS,
+    REQUIRED_FIELDS,
+    RUN_FIELDS,
+    SCHEMA_VERSION,
+    WINDOW_POLICY,
+    Policy,
+    RunRecord,
 )
+
+__all__ = ["SCHEMA_VERSION", "WINDOW_POLICY", "document", "read", "validate", "write"]
+
+
+def document(suite: Suite, runs: Sequence[RunRecord], *, parity: list[dict[str, Any]],
+             variants: dict[str, dict[str, Any]], errors: list[dict[str, Any]], identities: dict[str, Any],
+             provenance: dict[str, Any], shard: tuple[int, int] | None, tasks: dict[str, Any] | None
+             ) -> dict[str, Any]:
+    """The results document of a scoring run: what the suite asked for, what each lane scored
+    (`runs`, and the accuracy `tasks` section when there is one), what failed, and what was bound."""
+    from evalsuite.gate.binding import suite_binding
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "policy": Policy.of(suite.eval).to_json(),
+        "roles": suite.roles.to_json(),
+        "runs": [run.to_json() for run in runs],
+        "parity": parity,
+        "variants": variants,
+        "errors": errors,
+        "binding": {"suite": suite_binding(suite), "content": {
+            "model": {k: provenance["model"][k] for k in ("origin_sha256", "tokenizer_sha256")},
+            "base_onnx": identities.get("base_onnx"),
+            "variants": {name: info.get("identity") for name, info in variants.items()},
+            "data": identities.get("data", {})}},
+        **({"tasks": tasks} if tasks is not None else {}),
+        "complete": not errors and shard is None,
+        "shard": {"index": shard[0], "count": shard[1]} if shard else None,
+        "provenance": provenance,
+    }
 
 
 def read(path: Path, what: str, strict: bool | None = None) -> dict[str, Any]:
@@ -41,20 +79,8 @@ def read(path: Path, what: str, strict: bool | None = None) -> dict[str, Any]:
     return doc
 
 
-# Types of a run's fields (results.to_json of scoring.lanes.RunResult). A `reference_only` document
-# (published numbers) needs only the identity and the PPL; every other one needs every field.
-_NUM, _INT, _OPT_INT = (int, float), (int,), (int, type(None))
-RUN_FIELDS: dict[str, tuple[type, ...]] = {
-    "variant": (str,), "runner": (str,), "dataset": (str,), "ppl": _NUM, "model": (str,), "split": (str,),
-    "window": _INT, "stride": _INT, "bos": (bool,), "max_tokens": _OPT_INT, "tokens_in_stream": _INT,
-    "tokens_scored": _INT, "windows": _INT, "nll_sum": _NUM, "nll_mean": _NUM, "seconds": _NUM,
-    "tokens_per_s": _NUM, "reused_tokens": _INT, "metrics": (dict,),  # these two last: optional
-}
-REFERENCE_FIELDS = ("variant", "runner", "dataset", "ppl")
-LIST_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
-    "errors": {"variant": (str,), "runner": (str,), "message": (str,), "dataset": (str, type(None))},
-    "parity": {"dataset": (str,), "max_abs_dlogit": _NUM, "top1_agree": _NUM},
-}
+_NUM = (int, float)
+LIST_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {"errors": ERROR_FIELDS, "parity": PARITY_FIELDS}
 
 
 # Tables the gate, merge and the reports read, by path: absent is allowed (null only for `shard`); present, a table must
@@ -97,7 +123,7 @@ def _bad(value: Any, types: tuple[type, ...]) -> bool:
 def validate(doc: dict[str, Any]) -> str | None:
     """None when every field the gate reads is present with its type, else the first problem."""
     reference = bool(doc.get("reference_only"))  # published numbers: unknown fields are null
-    required = REFERENCE_FIELDS if reference else tuple(RUN_FIELDS)[:-2]  # both have defaults
+    required = REFERENCE_FIELDS if reference else REQUIRED_FIELDS
     if not isinstance(doc["runs"], list):
         return "'runs' is not a list"
     shape = shape_problem(doc) or roles_problem(doc.get("roles"))

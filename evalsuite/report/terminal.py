@@ -18,7 +18,7 @@ from rich.progress import (
 from rich.table import Table
 
 from evalsuite.roles import of_document
-from evalsuite.scoring.lanes import RunResult
+from evalsuite.schema import RunRecord
 
 
 def console(stderr: bool = False) -> Console:
@@ -59,7 +59,7 @@ class RichProgress:
         self.bar.stop()
 
 
-def results_table(runs: list[RunResult], title: str = "Perplexity") -> Table:
+def results_table(runs: list[RunRecord], title: str = "Perplexity") -> Table:
     table = Table(title=title)
     for col, justify in (("model", "left"), ("dataset", "left"), ("variant", "left"), ("runner", "left"),
                          ("PPL", "right"), ("tokens", "right"), ("tok/s", "right")):
@@ -70,7 +70,7 @@ def results_table(runs: list[RunResult], title: str = "Perplexity") -> Table:
     return table
 
 
-def print_results(console: Console, runs: list[RunResult], extra: list[Any] | None = None) -> None:
+def print_results(console: Console, runs: list[RunRecord], extra: list[Any] | None = None) -> None:
     console.print(results_table(runs))
     for item in extra or []:
         console.print(item)

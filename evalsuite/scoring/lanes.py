@@ -1,4 +1,4 @@
-"""Scoring: token stream + window plan + runners -> per-token statistics and RunResults. No printing.
+"""Scoring: token stream + window plan + runners -> per-token statistics and RunRecords. No printing.
 
 A *lane* is one runner scored over the plan. Lanes scored together share each window: lane 0 is
 the base, and a paired lane (a quantized variant) is compared with the base's logits of the same
@@ -10,13 +10,15 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
 from evalsuite.data.windows import Window
 from evalsuite.errors import ScoringError
+from evalsuite.roles import BASE_VARIANT
+from evalsuite.schema import RunRecord
 from evalsuite.scoring.journal import Journal
 from evalsuite.scoring.tokenstats import PAIRED, SOLO, paired_stats, solo_stats
 
@@ -33,32 +35,6 @@ class Runner(Protocol):
     def logits_batch(self, input_ids: np.ndarray, k: int) -> np.ndarray:
         """input_ids int64 [b, m] (b windows of equal length) -> float32 logits [b, k, V]."""
         ...
-
-
-@dataclass(frozen=True)
-class RunResult:
-    model: str
-    variant: str
-    runner: str
-    dataset: str
-    split: str
-    window: int
-    stride: int
-    bos: bool
-    max_tokens: int | None
-    tokens_in_stream: int
-    tokens_scored: int
-    windows: int
-    nll_sum: float
-    nll_mean: float
-    ppl: float
-    seconds: float
-    tokens_per_s: float  # over the tokens scored in this run (journal-reused ones excluded)
-    reused_tokens: int = 0  # targets taken from the per-window journal (resumed or repeated run)
-    metrics: dict[str, float] = field(default_factory=dict)  # see metrics.py
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -188,21 +164,21 @@ def _where(lane: Lane, w: Window, i: int) -> str:
 
 def score_stream(runner: Runner, tokens: np.ndarray, windows: list[Window], batch_size: int = 1) -> np.ndarray:
     """Per-target NLL (float64 [n_tokens], NaN at token 0) of one runner over a whole plan."""
-    lane = new_lane(runner, "base", False, int(tokens.shape[0]))
+    lane = new_lane(runner, BASE_VARIANT, False, int(tokens.shape[0]))
     score_lanes([lane], tokens, windows, list(range(len(windows))), batch_size=batch_size)
     if lane.error is not None:
         raise ScoringError(lane.error)
     return lane.cols[:, 0]
 
 
-def summarize(nll: np.ndarray, windows: list[Window], **fields: Any) -> RunResult:
-    """RunResult from per-target NLL over `windows`: float64 sums, PPL = exp(mean NLL)."""
+def summarize(nll: np.ndarray, windows: list[Window], **fields: Any) -> RunRecord:
+    """RunRecord from per-target NLL over `windows`: float64 sums, PPL = exp(mean NLL)."""
     scored = np.concatenate([nll[w.first_target : w.end] for w in windows])
     total = float(np.sum(scored, dtype=np.float64))
     mean = total / scored.shape[0]
     seconds = float(fields.pop("seconds"))
     fresh = scored.shape[0] - int(fields.get("reused_tokens", 0))
-    return RunResult(
+    return RunRecord(
         tokens_scored=int(scored.shape[0]),
         windows=len(windows),
         nll_sum=total,

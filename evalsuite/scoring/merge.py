@@ -14,26 +14,26 @@ import numpy as np
 
 from evalsuite.data.windows import Window, plan_windows, window_count
 from evalsuite.errors import DataError
+from evalsuite.roles import of_document
+from evalsuite.schema import RUN_KEY, RUN_META
 from evalsuite.scoring.lanes import summarize
 from evalsuite.scoring.metrics import paired_metrics, solo_metrics, unit_metrics
 from evalsuite.scoring.tokenstats import PAIRED, SOLO
 
-RUN_META = ("model", "variant", "runner", "dataset", "split", "window", "stride", "bos", "max_tokens",
-            "tokens_in_stream")
-
 
 def merge(docs: list[dict[str, Any]]) -> dict[str, Any]:
     check_shards(docs)
+    roles = of_document(docs[0])  # check_shards: every shard has the same binding and roles
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for doc in docs:
         for run in doc["runs"]:
-            groups.setdefault((run["variant"], run["runner"], run["dataset"]), []).append(run)
+            groups.setdefault(_key(run), []).append(run)
     rebuilt = {key: rebuild(key, parts, len(docs)) for key, parts in groups.items()}
     runs = []
     for (variant, _runner, dataset), (cols, windows, parts) in rebuilt.items():
         metrics = solo_metrics(cols[:, : len(SOLO)], windows)
-        base = rebuilt.get(("base", "ort", dataset))
-        if variant != "base" and base is not None:
+        base = rebuilt.get((roles.base_variant, roles.base, dataset))
+        if not roles.is_base(variant) and base is not None:
             metrics |= paired_metrics(cols, base[0][:, 0], windows)
         meta = {k: parts[0][k] for k in RUN_META}
         units = parts[0].get("metrics", {})
@@ -78,6 +78,11 @@ def check_shards(docs: list[dict[str, Any]]) -> None:
         check_shard_runs(doc)
 
 
+def _key(run: dict[str, Any]) -> tuple[str, str, str]:
+    variant, runner, dataset = (run[k] for k in RUN_KEY)
+    return variant, runner, dataset
+
+
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
@@ -87,8 +92,9 @@ def check_shard_runs(doc: dict[str, Any]) -> None:
     one row of finite numbers per target, and its summary (NLL sum, PPL, counts) from those rows."""
     index, count = doc["shard"]["index"], doc["shard"]["count"]
     seen: set[tuple[str, str, str]] = set()
+    roles = of_document(doc)
     for run in doc["runs"]:
-        key = (run["variant"], run["runner"], run["dataset"])
+        key = _key(run)
         where = f"shard {index}/{count}: run {'/'.join(key)}"
         if key in seen:
             raise DataError(f"{where} appears twice in the file; rerun that shard")
@@ -102,7 +108,7 @@ def check_shard_runs(doc: dict[str, Any]) -> None:
         if not isinstance(rows, list) or len(rows) != len(want):
             raise DataError(f"{where} has no per-window rows (shard_cols) for its windows; rerun that shard")
         windows = plan_windows(run["tokens_in_stream"], run["window"], run["stride"])
-        width = len(SOLO if run["variant"] == "base" else PAIRED)
+        width = len(SOLO if roles.is_base(run["variant"]) else PAIRED)
         scored = [_window_rows(where, windows[i], part, width) for i, part in zip(want, rows, strict=True)]
         _check_summary(where, run, np.concatenate([r[:, 0] for r in scored]), len(want))
 

@@ -1,0 +1,141 @@
+"""The results schema, spelled once: the window policy and a perplexity run's record.
+
+Every reader derives from here instead of listing the fields again: `gate/results.py` validates a
+document with `RUN_FIELDS` (types derived from `RunRecord`'s annotations) and assembles it,
+`scoring/merge.py` checks that every shard of a run scored the same stream with `RUN_META`,
+`gate/consistency.py`, `gate/binding.py` and `gate/checks.py` compare window policies by
+`POLICY_KEYS` (the fields of `Policy`). A run travels as a `RunRecord` inside the pipeline and as
+`RunRecord.to_json()` in a document; `RunRecord.from_json` reads one back (after validation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from types import NoneType
+from typing import Any
+
+SCHEMA_VERSION = 2  # 2: `binding` (what the suite asked for and what was scored)
+WINDOW_POLICY = (
+    "sliding windows: each window feeds <= window tokens; logits[i] predict token[i+1]; the first "
+    "window scores all its positions, each later one the next `stride` tokens; every token after "
+    "the first of the stream is scored exactly once; NLL summed in float64; PPL = exp(mean NLL)"
+)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How a stream is cut into windows (data/windows.py); recorded in the document and every run."""
+
+    window: int
+    stride: int
+    bos: bool
+    max_tokens: int | None
+
+    @classmethod
+    def of(cls, settings: Any) -> Policy:
+        """The policy of anything carrying its fields (`config.EvalCfg`, a run's JSON as a namespace)."""
+        return cls(*(getattr(settings, k) for k in POLICY_KEYS))
+
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "description": WINDOW_POLICY}
+
+    def key(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, k) for k in POLICY_KEYS)
+
+
+POLICY_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Policy))
+
+
+# What each RunRecord field is: "meta" (what was scored: the same in every shard of a run),
+# "summary" (follows from the per-token rows), "timing", "cache", "metrics", "shard".
+_META, _SUMMARY, _TIMING = {"kind": "meta"}, {"kind": "summary"}, {"kind": "timing"}
+_CACHE, _METRICS, _SHARD = {"kind": "cache"}, {"kind": "metrics"}, {"kind": "shard"}
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One runner's perplexity run of one variant on one dataset (scoring/lanes.summarize)."""
+
+    model: str = field(metadata=_META)
+    variant: str = field(metadata=_META)
+    runner: str = field(metadata=_META)
+    dataset: str = field(metadata=_META)
+    split: str = field(metadata=_META)
+    window: int = field(metadata=_META)
+    stride: int = field(metadata=_META)
+    bos: bool = field(metadata=_META)
+    max_tokens: int | None = field(metadata=_META)
+    tokens_in_stream: int = field(metadata=_META)
+    tokens_scored: int = field(metadata=_SUMMARY)
+    windows: int = field(metadata=_SUMMARY)
+    nll_sum: float = field(metadata=_SUMMARY)
+    nll_mean: float = field(metadata=_SUMMARY)
+    ppl: float = field(metadata=_SUMMARY)
+    seconds: float = field(metadata=_TIMING)
+    tokens_per_s: float = field(metadata=_TIMING)  # over the tokens scored in this run (journal-reused ones excluded)
+    reused_tokens: int = field(default=0, metadata=_CACHE)  # targets taken from the per-window journal
+    metrics: dict[str, float] = field(default_factory=dict, metadata=_METRICS)  # see scoring/metrics.py
+    # A shard's run only (`--shard i/n`): the plan indices it scored and each one's per-token rows,
+    # so `merge` can recombine the shards exactly. Absent from the JSON of an unsharded run.
+    shard_windows: list[int] | None = field(default=None, compare=False, repr=False, metadata=_SHARD)
+    shard_cols: list[list[list[float]]] | None = field(default=None, compare=False, repr=False, metadata=_SHARD)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.variant, self.runner, self.dataset
+
+    @property
+    def policy(self) -> Policy:
+        return Policy.of(self)
+
+    def to_json(self) -> dict[str, Any]:
+        out = {name: getattr(self, name) for name in FIELD_NAMES}
+        out["metrics"] = dict(self.metrics)
+        if self.shard_windows is not None:
+            out["shard_windows"], out["shard_cols"] = list(self.shard_windows), self.shard_cols
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunRecord:
+        """A validated run's JSON (gate/results.validate) back as a record; unknown keys are ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _kind(f: dataclasses.Field[Any]) -> str:
+    return str(f.metadata["kind"])
+
+
+FIELD_NAMES = tuple(f.name for f in dataclasses.fields(RunRecord) if _kind(f) != "shard")
+RUN_KEY = ("variant", "runner", "dataset")  # a run's name: at most one per document
+RUN_META = tuple(f.name for f in dataclasses.fields(RunRecord) if _kind(f) == "meta")
+TIMING_FIELDS = tuple(f.name for f in dataclasses.fields(RunRecord) if _kind(f) == "timing")
+# Every run of a dataset scores the same stream with the same plan: these agree across its runs.
+STREAM_FIELDS = ("tokens_in_stream", "tokens_scored", "windows", "split")
+
+# JSON types of each annotation RunRecord uses (ints are accepted where a float is declared).
+_NUM, _INT, _OPT_INT = (int, float), (int,), (int, NoneType)
+JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,), "int": _INT, "float": _NUM, "bool": (bool,), "int | None": _OPT_INT, "dict[str, float]": (dict,),
+}
+# A `reference_only` document (published numbers) needs only a run's name and its PPL.
+REFERENCE_FIELDS = (*RUN_KEY, "ppl")
+# Field -> JSON types, the reference fields first (the order validation reports problems in).
+RUN_FIELDS: dict[str, tuple[type, ...]] = {
+    f.name: JSON_TYPES[str(f.type)]
+    for f in sorted((f for f in dataclasses.fields(RunRecord) if f.name in FIELD_NAMES),
+                    key=lambda f: f.name not in REFERENCE_FIELDS)
+}
+# Fields a (not reference-only) run must have: those without a default.
+REQUIRED_FIELDS = tuple(f.name for f in dataclasses.fields(RunRecord) if f.name in FIELD_NAMES
+                        and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+ERROR_FIELDS: dict[str, tuple[type, ...]] = {
+    "variant": (str,), "runner": (str,), "message": (str,), "dataset": (str, NoneType),
+}
+PARITY_FIELDS: dict[str, tuple[type, ...]] = {"dataset": (str,), "max_abs_dlogit": _NUM, "top1_agree": _NUM}
+
+
+def error(variant: str, runner: str, dataset: str | None, message: str) -> dict[str, Any]:
+    """One `errors` entry: a lane that failed to build or score (its checks then fail)."""
+    return {"variant": variant, "runner": runner, "dataset": dataset, "message": message}
