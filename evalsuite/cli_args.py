@@ -9,6 +9,7 @@ from typing import Any, NoReturn
 
 from evalsuite import __version__
 from evalsuite.errors import UsageError
+from evalsuite.roles import RUNNER_NAMES
 
 EXIT_HELP = ("exit codes: 0 every check passed; 1 a check failed or scoring broke; 2 usage, config or input "
              "error; 130 interrupted (SIGINT); 143 terminated (SIGTERM). On 130/143 the builder subprocess is "
@@ -96,7 +97,7 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window", type=int, help="tokens fed per window")
     p.add_argument("--stride", type=int, help="new tokens scored per window (<= window)")
     p.add_argument("--max-tokens", type=int, help="truncate each token stream to its first N tokens")
-    p.add_argument("--runner", action="append", choices=["torch", "ort"], help="repeatable")
+    p.add_argument("--runner", action="append", choices=list(RUNNER_NAMES), help="repeatable")
     p.add_argument("--task", action="append", metavar="NAME", help="accuracy task (hellaswag, arc_easy, ... or "
                    "path/to/mine.toml); repeatable. --dataset, --text and --task together replace the suite's "
                    "whole selection: name only tasks to score only tasks")

@@ -14,16 +14,15 @@ from evalsuite import tomlio
 from evalsuite.errors import ConfigError
 from evalsuite.limits import Thresholds, check_range
 from evalsuite.models.source import DEFAULT_MODEL
-from evalsuite.roles import Roles
+from evalsuite.roles import BASE_VARIANT, RUNNER_NAMES, Roles, RunnerName
 from evalsuite.task_config import TaskCfg, TaskParity, TaskThresholds, check_tasks
 
 DEFAULT_SUITE = Path(__file__).resolve().parent / "default_suite.toml"
 NAME = re.compile(r"[A-Za-z0-9._-]+")  # variant names: shown in tables (rich markup) and file names
 MIN_TOKENS = 3  # 2 scored targets: the fewest a standard error (and a finite results JSON) needs
-RunnerName = Literal["torch", "ort"]
 # Names results, tables and checks use for the base model, its runners and stored documents: a variant
 # named after one would be compared with itself or read as the base.
-ROLE_NAMES = ("base", "torch", "ort", "reference", "baseline", "parity", "variant", "variants", "all")
+ROLE_NAMES = (BASE_VARIANT, *RUNNER_NAMES, "reference", "baseline", "parity", "variant", "variants", "all")
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,7 @@ class EvalCfg:
     stride: int = 256
     max_tokens: int | None = None  # absent = whole split
     bos: bool = False
-    runners: tuple[RunnerName, ...] = ("torch", "ort")
+    runners: tuple[RunnerName, ...] = RUNNER_NAMES
     provider: str = "cpu"
     threads: int | None = None
     # Windows of equal shape scored together in one session.run / one torch forward (GPUs need it;

@@ -184,7 +184,7 @@ def check_model(suite: Suite, done: list[str]) -> None:
 
 
 def check_provider(suite: Suite, done: list[str]) -> None:
-    if "ort" not in suite.eval.runners:
+    if suite.roles.base not in suite.eval.runners:
         return
     from evalsuite.models.ort_runner import provider_name
 

@@ -60,7 +60,7 @@ def prepare(suite: Suite, data_dir: Path | None, progress: Any = None) -> dict[s
         load_streams(suite, source, texts)
         tokenize_tasks(task_sets, source.path)
     outside = [p for p in (suite.model.onnx, *(v.path for v in suite.variants)) if p]
-    if "ort" in suite.eval.runners:
+    if suite.roles.base in suite.eval.runners:
         with stage(progress, "ORT base: ONNX build (cached after the first run)"):
             build_base_onnx(suite, source)
         for variant in suite.variants:

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
-REFERENCE_RUNNER = "torch"  # models/torch_runner.TorchRunner.name
-BASE_RUNNER = "ort"  # models/ort_runner.OrtRunner.name
+# The runners a suite can name (`[eval] runners`); each is one entry of `runners.KINDS`.
+RunnerName = Literal["torch", "ort"]
+RUNNER_NAMES: tuple[RunnerName, ...] = get_args(RunnerName)
+REFERENCE_RUNNER: RunnerName = "torch"  # models/torch_runner.TorchRunner.name
+BASE_RUNNER: RunnerName = "ort"  # models/ort_runner.OrtRunner.name
 BASE_VARIANT = "base"  # the unquantized model, scored by every runner
 FIELDS = ("reference", "base", "base_variant", "candidates")
 

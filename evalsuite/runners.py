@@ -1,8 +1,13 @@
 """Runner factories of the pipeline: the torch reference, the ORT base and ORT variants, each with
-the identity its journal records are keyed by (model content, settings, versions, CPU ISA)."""
+the identity its journal records are keyed by (model content, settings, versions, CPU ISA).
+
+`KINDS` is the registry the pipeline makes runners from, by the names the suite and its roles give
+(`roles.RunnerName`): a new runner is a module in `models/` plus one `RunnerKind` entry here."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +16,8 @@ from evalsuite.config import Suite
 from evalsuite.cpu import cpu_key
 from evalsuite.errors import UsageError
 from evalsuite.models import source as model_source
+from evalsuite.models.ort_runner import OrtRunner
+from evalsuite.models.torch_runner import TorchRunner
 
 
 def build_base_onnx(suite: Suite, source: model_source.ModelSource) -> Path:
@@ -23,13 +30,11 @@ def build_base_onnx(suite: Suite, source: model_source.ModelSource) -> Path:
 
 
 def torch_runner(suite: Suite, source: model_source.ModelSource) -> Any:
-    from evalsuite.models.torch_runner import TorchRunner
-
     device = torch_device(suite)
     runner = TorchRunner(source.path, suite.eval.threads, suite.model.trust_remote_code, device)
     # A GGUF's exported folder is part of the identity: a rebuilt export never reuses older records.
     export = manifest_digest(source.path) if source.kind == "gguf" else None
-    runner.identity = {"runner": "torch", "model": source.origin_sha256, "export": export,
+    runner.identity = {"runner": TorchRunner.name, "model": source.origin_sha256, "export": export,
                        "threads": suite.eval.threads, "versions": package_versions(("torch", "transformers")),
                        "cpu": cpu_key(), "device": device, "batch_size": suite.eval.batch_size}
     return runner
@@ -51,12 +56,10 @@ def torch_device(suite: Suite) -> str:
 
 
 def ort_runner(suite: Suite, onnx_dir: Path) -> Any:
-    from evalsuite.models.ort_runner import OrtRunner
-
     runner = OrtRunner(onnx_dir, suite.eval.provider, suite.eval.threads)
     # The CPU's ISA is part of the identity: MLAS kernels (int4 above all) round differently per ISA,
     # so per-window records from one CPU are never reused on another (a cache shared across machines).
-    runner.identity = {"runner": "ort", "model": onnx_identity(onnx_dir), "provider": suite.eval.provider,
+    runner.identity = {"runner": OrtRunner.name, "model": onnx_identity(onnx_dir), "provider": suite.eval.provider,
                        "threads": suite.eval.threads, "versions": package_versions(("onnxruntime",)),
                        "cpu": cpu_key(), "batch_size": suite.eval.batch_size}
     return runner
@@ -76,3 +79,28 @@ def onnx_identity(path: Path) -> str:
     return content_sha256(resolve_onnx(path))
 
 
+
+
+def check_provider(suite: Suite) -> None:
+    from evalsuite.models.ort_runner import provider_name
+
+    provider_name(suite.eval.provider)
+
+
+@dataclass(frozen=True)
+class RunnerKind:
+    """How the pipeline makes one kind of runner, before and after any model work."""
+
+    name: str  # the runner's `name`, as suites, roles and results spell it
+    stage: str  # the progress label of building and loading its base model
+    check: Callable[[Suite], object]  # raise UsageError before any model work (device, provider)
+    base: Callable[[Suite, model_source.ModelSource], Any]  # the base model on this runner
+    onnx: Callable[[Suite, Path], Any] | None = None  # an ONNX folder (a variant); None: scores no variant
+
+
+# In the order their checks run (load_texts): the provider before the torch device.
+KINDS: dict[str, RunnerKind] = {kind.name: kind for kind in (
+    RunnerKind(OrtRunner.name, "ORT base: fp32 ONNX build (cached after the first run) and load", check_provider,
+               lambda suite, source: ort_runner(suite, build_base_onnx(suite, source)), ort_runner),
+    RunnerKind(TorchRunner.name, "torch reference: load model", torch_device, torch_runner),
+)}

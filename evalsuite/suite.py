@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from evalsuite.cache import package_versions, sweep_stale
+from evalsuite.cache import PACKAGES, package_versions, sweep_stale
 from evalsuite.config import DatasetCfg, Suite, is_path_ref, run_label
 from evalsuite.cpu import cpu_info
 from evalsuite.data import corpora, documents, sources
@@ -20,7 +20,7 @@ from evalsuite.errors import DataError, ModelError, ScoringError, UsageError
 from evalsuite.gate import results
 from evalsuite.models import source as model_source
 from evalsuite.quant.support import check_variants
-from evalsuite.runners import build_base_onnx, ort_runner, torch_device, torch_runner
+from evalsuite.runners import KINDS, RunnerKind
 from evalsuite.schema import RunRecord, error
 from evalsuite.scoring.journal import Journal, journal_path
 from evalsuite.scoring.lanes import Lane, Runner, new_lane, score_lanes, summarize
@@ -30,8 +30,6 @@ from evalsuite.scoring.tokenstats import SOLO
 from evalsuite.stages import NullProgress, stage
 from evalsuite.task_suite import TaskLane, TaskSet, load_tasks, score_task_lanes, task_document
 from evalsuite.task_suite import prepare as prepare_tasks
-
-PACKAGES = ("evalsuite", "torch", "transformers", "onnxruntime", "onnxruntime-genai", "numpy", "tokenizers")
 
 
 class Progress(Protocol):
@@ -66,12 +64,9 @@ def load_texts(suite: Suite, data_dir: Path | None) -> list[corpora.Text]:
     any model work, so bad input fails fast: [eval] datasets (packaged names or dataset TOML paths),
     then [[datasets]] entries."""
     check_policy(suite.eval.window, suite.eval.stride)
-    if "ort" in suite.eval.runners:
-        from evalsuite.models.ort_runner import provider_name
-
-        provider_name(suite.eval.provider)
-    if "torch" in suite.eval.runners:
-        torch_device(suite)
+    for kind in KINDS.values():  # each runner's device or provider, before any model work
+        if kind.name in suite.eval.runners:
+            kind.check(suite)
     texts = []
     for ref in suite.eval.datasets:
         label = run_label(ref)
@@ -176,38 +171,46 @@ def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = No
     out = Evaluation(suite, provenance=provenance(source, streams), resume=resume, shard=shard, task_sets=task_sets)
     out.identities["data"] = {s.label: s.text.sha256 for s in streams}  # every dataset's text is bound
     out.provenance["data_dir"] = str(data_dir) if data_dir else None
-    ev = suite.eval
+    roles = suite.roles
     reference = None
-    if "torch" in ev.runners:
-        with stage(progress, "torch reference: load model"):
-            reference = _guarded(out, "base", "torch", lambda: _checked(torch_runner(suite, source), streams))
+    if roles.reference in suite.eval.runners:
+        reference = _base_runner(out, KINDS[roles.reference], source, streams, progress)
         if reference is not None:
-            _score_group(out, [("base", reference)], streams, progress)
-    if "ort" in ev.runners:
-        with stage(progress, "ORT base: fp32 ONNX build (cached after the first run) and load"):
-            ort = _guarded(out, "base", "ort",
-                           lambda: _checked(ort_runner(suite, build_base_onnx(suite, source)), streams))
-        if ort is not None:
-            out.identities["base_onnx"] = ort.identity["model"] if ort.identity else None
-        if reference is not None and ort is not None and (shard is None or shard[0] == 0):
-            with stage(progress, "ORT vs torch logit parity", len(streams), "datasets") as advance:
-                out.parity = [_advanced(parity_stats(reference, ort, s, suite.parity.sample_windows), advance)
+            _score_group(out, [(roles.base_variant, reference)], streams, progress)
+    if roles.base in suite.eval.runners:
+        kind = KINDS[roles.base]
+        base = _base_runner(out, kind, source, streams, progress)
+        if base is not None:
+            out.identities["base_onnx"] = base.identity["model"] if base.identity else None
+        if reference is not None and base is not None and (shard is None or shard[0] == 0):
+            label = f"{kind.name.upper()} vs {roles.reference} logit parity"
+            with stage(progress, label, len(streams), "datasets") as advance:
+                out.parity = [_advanced(parity_stats(reference, base, s, suite.parity.sample_windows), advance)
                               for s in streams]
-            export_notes(out.parity, source.path, ort.model, suite.eval.window)
+            export_notes(out.parity, source.path, base.model, suite.eval.window)
         del reference
-        if ort is None:  # nothing to compare the variants with: record them as not scored
+        if base is None:  # nothing to compare the variants with: record them as not scored
             for variant in suite.variants:
-                out.errors.append(error(variant.name, "ort", None,
-                                        "not built: the ORT base model failed (see its error)"))
+                out.errors.append(error(variant.name, kind.name, None,
+                                        f"not built: the {kind.name.upper()} base model failed (see its error)"))
             return out
-        group = [("base", ort)]
+        group = [(roles.base_variant, base)]
         for variant in suite.variants:
-            runner = _guarded(out, variant.name, "ort", lambda v=variant: _checked(
+            runner = _guarded(out, variant.name, kind.name, lambda v=variant: _checked(
                 _variant_runner(suite, source, v, out, data_dir, progress), streams))
             if runner is not None:
                 group.append((variant.name, runner))
         _score_group(out, group, streams, progress)
-    return out  # without the 'ort' runner no variant is scored: the gate then fails their checks
+    return out  # without the base runner no variant is scored: the gate then fails their checks
+
+
+def _base_runner(out: Evaluation, kind: RunnerKind, source: model_source.ModelSource, streams: list[Stream],
+                 progress: Progress) -> Runner | None:
+    """The base model on `kind`'s runner, or None (its error recorded)."""
+    with stage(progress, kind.stage):
+        runner: Runner | None = _guarded(out, out.suite.roles.base_variant, kind.name,
+                                         lambda: _checked(kind.base(out.suite, source), streams))
+    return runner
 
 
 def _advanced(item: Any, advance: Any) -> Any:
@@ -239,8 +242,11 @@ def _variant_runner(suite: Suite, source: model_source.ModelSource, variant: Any
                     data_dir: Path | None, progress: Progress | None = None) -> Runner:
     from evalsuite.quant.variants import build_variant
 
+    make = KINDS[suite.roles.base].onnx
+    if make is None:
+        raise ModelError(f"the {suite.roles.base} runner scores no ONNX variant")
     info = build_variant(source, variant, suite, data_dir, progress)
-    runner = ort_runner(suite, Path(info["path"]))
+    runner = make(suite, Path(info["path"]))
     info["identity"] = runner.identity["model"] if runner.identity else None
     out.variants[variant.name] = info
     return runner
@@ -265,7 +271,7 @@ def _score_group(out: Evaluation, group: list[tuple[str, Runner]], streams: list
         if out.resume:
             for lane in lanes:
                 lane.journal = _journal(lane, lanes[0], stream)
-        names = ", ".join(v if v != "base" else f"{v}/{r.name}" for v, r in group)
+        names = ", ".join(out.suite.roles.who(v, r.name) for v, r in group)
         progress.start(f"score {names} · {stream.label}", sum(stream.windows[i].n_targets for i in indices), "tok")
         start = time.perf_counter()
         try:
@@ -280,7 +286,7 @@ def _score_group(out: Evaluation, group: list[tuple[str, Runner]], streams: list
         for lane in lanes:
             _collect(out, lane, lanes[0], stream, indices, lane.seconds)
     if out.task_sets:
-        task_lanes, errors = score_task_lanes(group, out.task_sets, progress, out.resume, out.shard)
+        task_lanes, errors = score_task_lanes(group, out.task_sets, progress, out.resume, out.shard, out.suite.roles)
         out.task_lanes += task_lanes
         out.errors += errors
 

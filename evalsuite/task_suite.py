@@ -21,6 +21,7 @@ from evalsuite.data import tasks as task_data
 from evalsuite.data.custom_task import load_custom_task
 from evalsuite.data.windows import Window, shard_windows
 from evalsuite.errors import ModelError, ScoringError
+from evalsuite.roles import Roles
 from evalsuite.schema import error
 from evalsuite.scoring import loglik
 from evalsuite.scoring.journal import Journal, code_fingerprint
@@ -101,15 +102,16 @@ def task_code_fingerprint() -> str:
 
 
 def score_task_lanes(group: Sequence[tuple[str, Any]], sets: Sequence[TaskSet], progress: Any = None,
-                     resume: bool = True, shard: tuple[int, int] | None = None) -> tuple[list[TaskLane],
-                                                                                         list[dict[str, Any]]]:
+                     resume: bool = True, shard: tuple[int, int] | None = None, roles: Roles | None = None
+                     ) -> tuple[list[TaskLane], list[dict[str, Any]]]:
     """Score every task on every runner of `group`; errors are returned, not raised (fail closed)."""
+    roles = roles or Roles()
     progress = progress or NullProgress()
     lanes, errors = [], []
     for ts in sets:
         indices = example_indices(len(ts.tokenized), shard)
         for variant, runner in group:
-            who = f"{variant}/{runner.name}" if variant == "base" else variant
+            who = roles.who(variant, runner.name)
             progress.start(f"task {ts.label} · {who}", len(indices), "examples")
             try:
                 lanes.append(_score_lane(variant, runner, ts, indices, progress, resume))

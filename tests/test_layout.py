@@ -109,3 +109,19 @@ def test_gate_and_reports_read_roles_never_spell_them() -> None:
 def test_role_literal_scan_sees_code_not_docstrings() -> None:
     source = '"""torch"""\n\n\ndef f(x):\n    """base"""\n    return x == "ort" or x.get("base") or f"base/{x}"\n'
     assert role_literals(source, "m.py") == ["m.py:6 'ort'", "m.py:6 'base'"]
+
+
+def test_pipeline_merge_and_config_take_runner_names_from_roles() -> None:
+    """The pipeline, the task pipeline, scoring (merge above all) and the config name runners and the
+    base variant through evalsuite/roles.py and the runner registry (runners.KINDS), never as literals."""
+    files = [PKG / "suite.py", PKG / "task_suite.py", PKG / "config.py", *sorted((PKG / "scoring").rglob("*.py"))]
+    found = [hit for p in files for hit in role_literals(p.read_text(), str(p.relative_to(PKG)))]
+    assert not found, found
+
+
+def test_runner_registry_matches_the_names_roles_give() -> None:
+    from evalsuite.roles import BASE_RUNNER, REFERENCE_RUNNER, RUNNER_NAMES
+    from evalsuite.runners import KINDS
+
+    assert set(KINDS) == set(RUNNER_NAMES) and {REFERENCE_RUNNER, BASE_RUNNER} <= set(KINDS)
+    assert KINDS[BASE_RUNNER].onnx is not None  # the base runner scores the candidates' ONNX folders
