@@ -79,12 +79,6 @@ def suite_from_args(args: argparse.Namespace) -> Any:
         print(f"evalsuite: note: --model {args.model} replaces the suite's model {suite.model.source}; its "
               "thresholds and baseline were set for that model (a baseline of another model fails the gate)",
               file=sys.stderr)
-    if getattr(args, "shard", None) is not None:
-        from evalsuite.suite import per_document
-
-        if any(per_document(out)):
-            raise UsageError("--shard with per-document scoring is not supported (merge re-plans one stream); "
-                             "score per-document datasets without --shard")
     return out
 
 

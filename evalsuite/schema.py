@@ -6,6 +6,11 @@ document with `RUN_FIELDS` (types derived from `RunRecord`'s annotations) and as
 `gate/consistency.py`, `gate/binding.py` and `gate/checks.py` compare window policies by
 `POLICY_KEYS` (the fields of `Policy`). A run travels as a `RunRecord` inside the pipeline and as
 `RunRecord.to_json()` in a document; `RunRecord.from_json` reads one back (after validation).
+
+The window plan travels with each run: a one-stream run's plan follows from `tokens_in_stream`,
+`window` and `stride`; a per-document run also records `documents`, the token counts of the
+documents its stream lays end to end. `plan_of(run)` plans the same windows again from either, so a
+merge, a check or a plot never re-plans a per-document stream as one stream.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from types import NoneType
 from typing import Any
+
+from evalsuite.data.windows import Plan
 
 SCHEMA_VERSION = 2  # 2: `binding` (what the suite asked for and what was scored)
 WINDOW_POLICY = (
@@ -48,9 +55,10 @@ POLICY_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Policy))
 
 
 # What each RunRecord field is: "meta" (what was scored: the same in every shard of a run),
-# "summary" (follows from the per-token rows), "timing", "cache", "metrics", "shard".
+# "plan" (the rest of the window plan, when it does not follow from the meta fields), "summary"
+# (follows from the per-token rows), "timing", "cache", "metrics", "shard".
 _META, _SUMMARY, _TIMING = {"kind": "meta"}, {"kind": "summary"}, {"kind": "timing"}
-_CACHE, _METRICS, _SHARD = {"kind": "cache"}, {"kind": "metrics"}, {"kind": "shard"}
+_CACHE, _METRICS, _SHARD, _PLAN = {"kind": "cache"}, {"kind": "metrics"}, {"kind": "shard"}, {"kind": "plan"}
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,8 @@ class RunRecord:
     tokens_per_s: float = field(metadata=_TIMING)  # over the tokens scored in this run (journal-reused ones excluded)
     reused_tokens: int = field(default=0, metadata=_CACHE)  # targets taken from the per-window journal
     metrics: dict[str, float] = field(default_factory=dict, metadata=_METRICS)  # see scoring/metrics.py
+    # Per-document scoring: each document's token count, end to end (absent: the stream is one plan).
+    documents: list[int] | None = field(default=None, metadata=_PLAN)
     # A shard's run only (`--shard i/n`): the plan indices it scored and each one's per-token rows,
     # so `merge` can recombine the shards exactly. Absent from the JSON of an unsharded run.
     shard_windows: list[int] | None = field(default=None, compare=False, repr=False, metadata=_SHARD)
@@ -89,9 +99,16 @@ class RunRecord:
     def policy(self) -> Policy:
         return Policy.of(self)
 
+    @property
+    def plan(self) -> Plan:
+        return Plan(self.tokens_in_stream, self.window, self.stride,
+                    None if self.documents is None else tuple(self.documents))
+
     def to_json(self) -> dict[str, Any]:
-        out = {name: getattr(self, name) for name in FIELD_NAMES}
+        out = {name: getattr(self, name) for name in FIELD_NAMES if name != "documents"}
         out["metrics"] = dict(self.metrics)
+        if self.documents is not None:
+            out["documents"] = list(self.documents)
         if self.shard_windows is not None:
             out["shard_windows"], out["shard_cols"] = list(self.shard_windows), self.shard_cols
         return out
@@ -109,7 +126,8 @@ def _kind(f: dataclasses.Field[Any]) -> str:
 
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(RunRecord) if _kind(f) != "shard")
 RUN_KEY = ("variant", "runner", "dataset")  # a run's name: at most one per document
-RUN_META = tuple(f.name for f in dataclasses.fields(RunRecord) if _kind(f) == "meta")
+# What was scored, the same in every shard of a run (`documents` only in per-document runs).
+RUN_META = tuple(f.name for f in dataclasses.fields(RunRecord) if _kind(f) in ("meta", "plan"))
 TIMING_FIELDS = tuple(f.name for f in dataclasses.fields(RunRecord) if _kind(f) == "timing")
 # Every run of a dataset scores the same stream with the same plan: these agree across its runs.
 STREAM_FIELDS = ("tokens_in_stream", "tokens_scored", "windows", "split")
@@ -118,6 +136,7 @@ STREAM_FIELDS = ("tokens_in_stream", "tokens_scored", "windows", "split")
 _NUM, _INT, _OPT_INT = (int, float), (int,), (int, NoneType)
 JSON_TYPES: dict[str, tuple[type, ...]] = {
     "str": (str,), "int": _INT, "float": _NUM, "bool": (bool,), "int | None": _OPT_INT, "dict[str, float]": (dict,),
+    "list[int] | None": (list, NoneType),
 }
 # A `reference_only` document (published numbers) needs only a run's name and its PPL.
 REFERENCE_FIELDS = (*RUN_KEY, "ppl")
@@ -139,3 +158,21 @@ PARITY_FIELDS: dict[str, tuple[type, ...]] = {"dataset": (str,), "max_abs_dlogit
 def error(variant: str, runner: str, dataset: str | None, message: str) -> dict[str, Any]:
     """One `errors` entry: a lane that failed to build or score (its checks then fail)."""
     return {"variant": variant, "runner": runner, "dataset": dataset, "message": message}
+
+
+def plan_of(run: dict[str, Any]) -> Plan:
+    """The window plan a validated run's JSON scored (see the module docstring)."""
+    docs = run.get("documents")
+    return Plan(run["tokens_in_stream"], run["window"], run["stride"], None if docs is None else tuple(docs))
+
+
+def documents_problem(run: dict[str, Any]) -> str:
+    """'' when a run's `documents` (absent allowed) is a list of positive token counts, else why not."""
+    docs = run.get("documents")
+    if docs is None:
+        return ""
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in docs):
+        return "documents is not a list of positive token counts"
+    if sum(docs) != run.get("tokens_in_stream"):
+        return f"documents add up to {sum(docs)} tokens, not tokens_in_stream {run.get('tokens_in_stream')!r}"
+    return ""

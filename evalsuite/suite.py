@@ -15,7 +15,7 @@ from evalsuite.cache import PACKAGES, package_versions, sweep_stale
 from evalsuite.config import DatasetCfg, Suite, is_path_ref, run_label
 from evalsuite.cpu import cpu_info
 from evalsuite.data import corpora, documents, sources
-from evalsuite.data.windows import Window, check_policy, plan_documents, plan_windows, shard_windows
+from evalsuite.data.windows import Plan, Window, check_policy, document_plan, shard_windows
 from evalsuite.errors import DataError, ModelError, ScoringError, UsageError
 from evalsuite.gate import results
 from evalsuite.models import source as model_source
@@ -46,11 +46,15 @@ class Stream:
 
     text: corpora.Text
     tokens: np.ndarray  # int64 [n]
-    windows: list[Window]
+    plan: Plan  # recorded with each run (its documents, for per-document scoring)
     words: int  # whitespace words of the text the scored targets cover
     bytes: int  # UTF-8 bytes of that text
     tokenizer_vocab: int  # len(tokenizer): every runner must output at least this many logits
     documents: int = 0  # documents scored one by one (0: the text is one stream)
+    windows: list[Window] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "windows", self.plan.windows())
 
     @property
     def label(self) -> str:
@@ -110,7 +114,7 @@ def load_streams(suite: Suite, source: model_source.ModelSource, texts: list[cor
             raise DataError(f"dataset '{text.dataset}' has {n} token(s) after --max-tokens; "
                             "at least 3 are needed (2 scored tokens for an error bar)")
         words, nbytes = corpora.span_counts(text.text, ends, 1, n)
-        streams.append(Stream(text, tokens, plan_windows(n, ev.window, ev.stride), words, nbytes, len(tokenizer)))
+        streams.append(Stream(text, tokens, Plan(n, ev.window, ev.stride), words, nbytes, len(tokenizer)))
     return streams
 
 
@@ -121,9 +125,9 @@ def document_stream(suite: Suite, text: corpora.Text, tokenizer: Any, tokenizer_
     if ev.max_tokens is not None:
         tokens = tokens[: ev.max_tokens]
     n = int(tokens.shape[0])
-    windows = plan_documents(documents.clipped_bounds(docs, n), ev.window, ev.stride)
+    plan = document_plan(documents.clipped_bounds(docs, n), ev.window, ev.stride)
     words, nbytes, count = documents.document_counts(text, ends, docs, n)
-    return Stream(text, tokens, windows, words, nbytes, len(tokenizer), documents=count)
+    return Stream(text, tokens, plan, words, nbytes, len(tokenizer), documents=count)
 
 
 @dataclass
@@ -152,12 +156,10 @@ def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = No
     window by window, so each variant is compared with the base's logits of the same window.
     With `resume`, per-window results already journaled for the same runner, tokens and windows
     are reused (an interrupted or repeated run only scores what is missing). With `shard=(i, n)`
-    only every n-th window from i is scored; `scoring/merge.py` combines the n shards."""
+    only every n-th window from i is scored; `scoring/merge.py` combines the n shards (each run
+    records its plan, so per-document streams merge as exactly as one-stream ones)."""
     progress = progress or NullProgress()
     sweep_stale()
-    if shard is not None and any(per_document(suite)):
-        raise UsageError("--shard with per-document scoring is not supported (merge re-plans one stream); "
-                         "score per-document datasets without --shard")
     texts = load_texts(suite, data_dir)
     task_sets = load_tasks(suite.tasks)
     with stage(progress, f"model {suite.model.source}: resolve (GGUF export / download when not cached)"):
@@ -205,12 +207,12 @@ def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = No
 
 
 def _base_runner(out: Evaluation, kind: RunnerKind, source: model_source.ModelSource, streams: list[Stream],
-                 progress: Progress) -> Runner | None:
-    """The base model on `kind`'s runner, or None (its error recorded)."""
+                 progress: Progress) -> Any:
+    """The base model on `kind`'s runner (a Runner; the base runner's also names its `model` file),
+    or None (its error recorded)."""
     with stage(progress, kind.stage):
-        runner: Runner | None = _guarded(out, out.suite.roles.base_variant, kind.name,
-                                         lambda: _checked(kind.base(out.suite, source), streams))
-    return runner
+        return _guarded(out, out.suite.roles.base_variant, kind.name,
+                        lambda: _checked(kind.base(out.suite, source), streams))
 
 
 def _advanced(item: Any, advance: Any) -> Any:
@@ -322,6 +324,7 @@ def _collect(out: Evaluation, lane: Lane, base: Lane, stream: Stream, indices: l
         model=out.suite.model.source, variant=lane.variant, runner=lane.runner.name, dataset=stream.label,
         split=stream.text.split, window=ev.window, stride=ev.stride, bos=ev.bos, max_tokens=ev.max_tokens,
         tokens_in_stream=int(stream.tokens.shape[0]), **rows,
+        documents=None if stream.plan.documents is None else list(stream.plan.documents),
     ))
     key = (lane.variant, lane.runner.name, stream.label)
     out.cols[key] = lane.cols

@@ -149,8 +149,6 @@ def test_gate_on_a_parquet_dataset(tiny_llama_dir: Path, tmp_path: Path) -> None
     pytest.param([], 'data_files = "d.parquet"\ncolumn = "body"', "has no column 'body'", id="no-column"),
     pytest.param([], 'data_files = "d.parquet"\nsplit = "test"', 'Unknown split "test"', id="no-split"),
     pytest.param([], 'data_files = "nope.parquet"', "not found", id="data-file-missing"),
-    pytest.param(["--text", "{tmp}/ok.txt", "--per-document", "--shard", "0/2"], None, "per-document",
-                 id="shard-per-document"),
 ])
 def test_bad_input_exit_2(argv: list[str], toml: str | None, message: str, tmp_path: Path,
                           capsys: pytest.CaptureFixture[str]) -> None:

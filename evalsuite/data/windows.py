@@ -17,6 +17,7 @@ Policy (recorded with every result):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import TypeVar
 
 from evalsuite.errors import DataError, UsageError
@@ -97,3 +98,47 @@ def plan_documents(bounds: list[tuple[int, int]], window: int, stride: int) -> l
     if not out:
         raise DataError("no document has a token to score; use more text or raise --max-tokens")
     return out
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A stream's window plan as its runs record it: one stream of `n_tokens` (`documents` None:
+    `plan_windows`), or documents laid end to end, `documents` their token counts, each beginning
+    with its prefix token (`plan_documents`). The lengths are all a merge or a check needs to plan
+    the same windows again."""
+
+    n_tokens: int
+    window: int
+    stride: int
+    documents: tuple[int, ...] | None = None
+
+    def bounds(self) -> list[tuple[int, int]]:
+        """Each document's `[start, stop)` (documents only)."""
+        assert self.documents is not None
+        return [(end - n, end) for n, end in zip(self.documents, accumulate(self.documents), strict=True)]
+
+    def windows(self) -> list[Window]:
+        if self.documents is None:
+            return plan_windows(self.n_tokens, self.window, self.stride)
+        return plan_documents(self.bounds(), self.window, self.stride)
+
+    def count(self) -> int:
+        """len(self.windows()), counted without planning."""
+        if self.documents is None:
+            return window_count(self.n_tokens, self.window, self.stride)
+        check_policy(self.window, self.stride)
+        return sum(window_count(n, self.window, self.stride) for n in self.documents if n >= 2)
+
+    def targets(self) -> int:
+        """Tokens the plan scores: every token of a stream but the first (of each document)."""
+        if self.documents is None:
+            return self.n_tokens - 1
+        return sum(n - 1 for n in self.documents if n >= 2)
+
+
+def document_plan(bounds: list[tuple[int, int]], window: int, stride: int) -> Plan:
+    """The Plan of documents `[start, stop)` laid end to end from token 0 (documents.clipped_bounds)."""
+    if any(start != (bounds[i - 1][1] if i else 0) for i, (start, _) in enumerate(bounds)):
+        raise DataError("per-document bounds are not laid end to end from token 0; clear the token cache")
+    n = bounds[-1][1] if bounds else 0
+    return Plan(n, window, stride, tuple(stop - start for start, stop in bounds))

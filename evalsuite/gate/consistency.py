@@ -20,7 +20,7 @@ from typing import Any
 
 from evalsuite.data.windows import window_count
 from evalsuite.roles import of_document
-from evalsuite.schema import POLICY_KEYS, STREAM_FIELDS
+from evalsuite.schema import POLICY_KEYS, STREAM_FIELDS, documents_problem, plan_of
 
 REL_TOL = 1e-9
 # PPL above this is no language model's: 3800x worse than guessing uniformly over a 262,144-token
@@ -102,6 +102,24 @@ def stream_problem(run: dict[str, Any], policy: dict[str, Any], one_stream: bool
     return ""
 
 
+def plan_problem(run: dict[str, Any], sharded: bool) -> str:
+    """A per-document run's counts are those of the plan of the documents it records."""
+    n, scored, windows = (integer(run.get(k)) for k in ("tokens_in_stream", "tokens_scored", "windows"))
+    window, stride = integer(run.get("window")), integer(run.get("stride"))
+    if run.get("documents") is None or None in (n, scored, windows, window, stride):
+        return ""
+    why = documents_problem(run) if isinstance(run["documents"], list) else "documents is not a list"
+    if why or sharded:
+        return why
+    plan = plan_of(run)
+    if not 1 <= plan.stride <= plan.window:
+        return f"stride {stride} with window {window}"
+    if (windows, scored) != (plan.count(), plan.targets()):
+        return (f"{windows} windows / {scored} tokens scored, but its {len(run['documents'])} documents have "
+                f"{plan.count()} windows and {plan.targets()} targets")
+    return ""
+
+
 def interval_problem(run: dict[str, Any], base: dict[str, Any] | None) -> str:
     """The paired ΔPPL interval holds its own estimate, PPL(variant) - PPL(base)."""
     metrics = table(run.get("metrics"))
@@ -118,7 +136,8 @@ def interval_problem(run: dict[str, Any], base: dict[str, Any] | None) -> str:
 def run_problem(doc: dict[str, Any], run: dict[str, Any], first: dict[str, Any] | None) -> str:
     one_stream = not (doc.get("shard") or _documents(doc, run.get("dataset")))
     policy = table(doc.get("policy"))
-    why = implausible(run) or nll_problem(run) or stream_problem(run, policy, one_stream)
+    why = (implausible(run) or nll_problem(run) or stream_problem(run, policy, one_stream)
+           or plan_problem(run, bool(doc.get("shard"))))
     if not why and first is not None:
         diff = [k for k in STREAM_FIELDS if k in run and k in first and run[k] != first[k]]
         if diff:

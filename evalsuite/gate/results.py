@@ -25,6 +25,7 @@ from evalsuite.schema import (
     WINDOW_POLICY,
     Policy,
     RunRecord,
+    documents_problem,
 )
 
 __all__ = ["SCHEMA_VERSION", "WINDOW_POLICY", "document", "read", "validate", "write"]
@@ -141,6 +142,8 @@ def validate(doc: dict[str, Any]) -> str | None:
         for name, value in (run.get("metrics") or {}).items():
             if _bad(value, _NUM):
                 return f"runs[{i}].metrics.{name} is {value!r}, not a number"
+        if documents_problem(run):
+            return f"runs[{i}].{documents_problem(run)}"
     for name, info in (doc.get("variants") or {}).items():
         if _bad(info.get("size_mb"), (*_NUM, type(None))):
             return f"variants.{name}.size_mb is {info.get('size_mb')!r}, not a number"

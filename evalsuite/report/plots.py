@@ -33,10 +33,8 @@ def write_plots(ev: Any, folder: Path) -> list[Path]:
 
 
 def _windows(ev: Any, ds: str) -> list[Any]:
-    from evalsuite.data.windows import plan_windows
-
     run = next(r for r in ev.runs if r.dataset == ds)
-    plan = plan_windows(run.tokens_in_stream, run.window, run.stride)
+    plan = run.plan.windows()  # the run's own plan (per-document runs: their documents)
     roles = ev.suite.roles
     return [plan[i] for i in ev.scored_windows[(roles.base_variant, roles.base, ds)]]
 

@@ -3,6 +3,7 @@
 Each shard's runs carry `shard_windows` (plan indices) and `shard_cols` (per-window rows of the
 per-token columns; JSON floats round-trip float64 exactly). Merging rebuilds each run's columns
 over the whole plan and summarizes them the way an unsharded run does, so PPL matches bit for bit.
+The plan is the run's own (`schema.plan_of`): one stream, or a per-document run's documents.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from evalsuite.data.windows import Window, plan_windows, window_count
+from evalsuite.data.windows import Window
 from evalsuite.errors import DataError
 from evalsuite.roles import of_document
-from evalsuite.schema import RUN_KEY, RUN_META
+from evalsuite.schema import RUN_KEY, RUN_META, plan_of
 from evalsuite.scoring.lanes import summarize
 from evalsuite.scoring.metrics import paired_metrics, solo_metrics, unit_metrics
 from evalsuite.scoring.tokenstats import PAIRED, SOLO
@@ -35,7 +36,7 @@ def merge(docs: list[dict[str, Any]]) -> dict[str, Any]:
         base = rebuilt.get((roles.base_variant, roles.base, dataset))
         if not roles.is_base(variant) and base is not None:
             metrics |= paired_metrics(cols, base[0][:, 0], windows)
-        meta = {k: parts[0][k] for k in RUN_META}
+        meta = {k: parts[0][k] for k in RUN_META if k in parts[0]}  # `documents`: per-document runs only
         units = parts[0].get("metrics", {})
         if "words" in units and "bytes" in units:
             metrics |= unit_metrics(float(np.nansum(cols[:, 0])), int(units["words"]), int(units["bytes"]))
@@ -101,13 +102,14 @@ def check_shard_runs(doc: dict[str, Any]) -> None:
         seen.add(key)
         have, rows = run.get("shard_windows"), run.get("shard_cols")
         # Counted, not planned, before the rows are checked: a forged stream length plans nothing.
-        want = range(index, window_count(run["tokens_in_stream"], run["window"], run["stride"]), count)
+        plan = plan_of(run)  # the run's own plan: one stream, or its documents end to end
+        want = range(index, plan.count(), count)
         if not isinstance(have, list) or len(have) != len(want) or have != list(want):
             raise DataError(f"{where} holds windows {str(have)[:60]}, shard {index} of {count} of its "
                             f"{want.stop} windows is {str(list(want[:8]))[:60]}; rerun that shard")
         if not isinstance(rows, list) or len(rows) != len(want):
             raise DataError(f"{where} has no per-window rows (shard_cols) for its windows; rerun that shard")
-        windows = plan_windows(run["tokens_in_stream"], run["window"], run["stride"])
+        windows = plan.windows()
         width = len(SOLO if roles.is_base(run["variant"]) else PAIRED)
         scored = [_window_rows(where, windows[i], part, width) for i, part in zip(want, rows, strict=True)]
         _check_summary(where, run, np.concatenate([r[:, 0] for r in scored]), len(want))
@@ -155,10 +157,10 @@ def rebuild(key: tuple[str, str, str], parts: list[dict[str, Any]], n_shards: in
         raise DataError(f"run {'/'.join(key)} is in {len(parts)} of the {n_shards} shards; rerun the shards "
                         "it is missing from")
     first = parts[0]
-    if any(p[k] != first[k] for p in parts for k in RUN_META):
+    if any(p.get(k) != first.get(k) for p in parts for k in RUN_META):
         raise DataError(f"run {'/'.join(key)} scored another stream or policy in some shard; rerun all shards "
                         "from one config")
-    windows = plan_windows(first["tokens_in_stream"], first["window"], first["stride"])
+    windows = plan_of(first).windows()
     width = len(first["shard_cols"][0][0])
     cols = np.full((first["tokens_in_stream"], width), np.nan)
     seen: set[int] = set()
