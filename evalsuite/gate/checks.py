@@ -6,6 +6,7 @@ A check whose inputs are missing (no run, a scoring error) fails: the gate fails
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -63,33 +64,67 @@ def error_for(doc: dict[str, Any], variant: str, dataset: str) -> str:
     return ""
 
 
+@dataclass(frozen=True)
+class Pair:
+    """What a variant's perplexity checks read on one dataset: the base run on the comparator runner,
+    the variant's run (either None when missing) and the ΔPPL the limits compare (point or bound)."""
+
+    base: dict[str, Any] | None
+    run: dict[str, Any] | None
+    dppl: float | None
+
+    def metric(self, name: str) -> float | None:
+        return (self.run or {}).get("metrics", {}).get(name)
+
+    def base_metric(self, name: str) -> float | None:
+        return (self.base or {}).get("metrics", {}).get(name)
+
+    @property
+    def base_ppl(self) -> float | None:
+        return self.base["ppl"] if self.base else None
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """A perplexity limit: check `name` compares `value(pair)` with the `Limits` field `limit`;
+    `reference(pair)` is the number shown beside it (e.g. the base PPL)."""
+
+    name: str
+    limit: str  # Limits field
+    direction: Direction
+    value: Callable[[Pair], float | None]
+    reference: Callable[[Pair], float | None] = lambda pair: None
+
+
+def _rel_dppl(p: Pair) -> float | None:
+    return p.dppl / p.base["ppl"] if p.dppl is not None and p.base else None
+
+
+def _top1_drop(p: Pair) -> float | None:
+    base, mine = p.base_metric("top1_acc"), p.metric("top1_acc")
+    return base - mine if base is not None and mine is not None else None
+
+
+# The perplexity checks of one variant x dataset, in the order they are reported. A new check: a
+# `Limits` field (limits.py) and one row here (its label: report/ci.py NAMES).
+PPL_LIMITS: tuple[CheckSpec, ...] = (
+    CheckSpec("abs_dppl", "max_abs_dppl", "max", lambda p: p.dppl, lambda p: p.base_ppl),
+    CheckSpec("rel_dppl", "max_rel_dppl", "max", _rel_dppl, lambda p: p.base_ppl),
+    CheckSpec("kld_mean", "max_kld_mean", "max", lambda p: p.metric("kld_mean")),
+    CheckSpec("same_top", "min_same_top", "min", lambda p: p.metric("same_top")),
+    CheckSpec("top1_drop", "max_top1_drop", "max", _top1_drop, lambda p: p.base_metric("top1_acc")),
+)
+
+
 def variant_checks(doc: dict[str, Any], variant: str, ds: str, base_runner: str, limits: Limits,
                    roles: Roles) -> list[Check]:
     base, run = find_run(doc, roles.base_variant, base_runner, ds), find_run(doc, variant, roles.base, ds)
     detail = "" if base and run else (error_for(doc, variant, ds) or "no result for this variant/dataset")
-    ref = base["ppl"] if base else None
     dppl, how = _dppl(base, run, limits.interval or "point")
-    detail = detail or how
-    out = []
-    if limits.max_abs_dppl is not None:
-        out.append(make_check("abs_dppl", variant, ds, dppl, limits.max_abs_dppl, "max", ref, detail))
-    if limits.max_rel_dppl is not None:
-        rel = dppl / base["ppl"] if dppl is not None and base else None
-        out.append(make_check("rel_dppl", variant, ds, rel, limits.max_rel_dppl, "max", ref, detail))
-    metrics = run.get("metrics", {}) if run else {}
-    base_metrics = base.get("metrics", {}) if base else {}
-    if limits.max_kld_mean is not None:
-        out.append(make_check("kld_mean", variant, ds, metrics.get("kld_mean"), limits.max_kld_mean, "max",
-                              None, detail))
-    if limits.min_same_top is not None:
-        out.append(make_check("same_top", variant, ds, metrics.get("same_top"), limits.min_same_top, "min",
-                              None, detail))
-    if limits.max_top1_drop is not None:
-        drop = (base_metrics["top1_acc"] - metrics["top1_acc"]
-                if "top1_acc" in metrics and "top1_acc" in base_metrics else None)
-        out.append(make_check("top1_drop", variant, ds, drop, limits.max_top1_drop, "max",
-                              base_metrics.get("top1_acc"), detail))
-    return out
+    pair, detail = Pair(base, run, dppl), detail or how
+    return [make_check(spec.name, variant, ds, spec.value(pair), threshold, spec.direction, spec.reference(pair),
+                       detail)
+            for spec in PPL_LIMITS if (threshold := getattr(limits, spec.limit)) is not None]
 
 
 def _dppl(base: dict[str, Any] | None, run: dict[str, Any] | None, interval: str) -> tuple[float | None, str]:

@@ -1,12 +1,14 @@
 """`compare(doc, suite) -> list[Check]`: the gate's verdict as data. Pure: no I/O, no printing.
 
 Order: integrity first (binding.py: is this exactly the configured, complete run with plausible
-values?), then one `result_present` check per configured runner and variant on every dataset, then
-parity and threshold checks (checks.py), then one failing check per recorded scoring error.
+values?), then each kind of task's checks (TASK_KINDS): for perplexity one `result_present` check
+per configured runner and variant on every dataset, then parity and the PPL_LIMITS checks
+(checks.py); for accuracy tasks task_checks.py; then one failing check per recorded scoring error.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from evalsuite.config import Suite, dataset_labels
@@ -15,20 +17,32 @@ from evalsuite.gate.checks import Check, error_for, find_run, make_check, parity
 from evalsuite.gate.task_checks import task_checks
 
 
-def compare(doc: dict[str, Any], suite: Suite, content: dict[str, Any] | None = None) -> list[Check]:
-    """Every check of `doc` against `suite`. `content`: identities of what the suite names *now*
-    (see identity.content_identity), compared with the document's when gating a stored results file."""
-    checks: list[Check] = integrity_checks(doc, suite, content)
+def perplexity_checks(doc: dict[str, Any], suite: Suite, content: dict[str, Any] | None = None) -> list[Check]:
+    """The perplexity task's checks: per dataset, presence, parity and each variant's PPL_LIMITS."""
+    checks: list[Check] = []
     runners, roles = suite.eval.runners, suite.roles
-    datasets = dataset_labels(suite)
     base_runner = roles.comparator(runners)
-    for ds in datasets:
+    for ds in dataset_labels(suite):
         checks += presence_checks(doc, suite, ds)
         if roles.parity(runners):
             checks += parity_checks(doc, suite, ds)
         for v in suite.variants:
             checks += variant_checks(doc, v.name, ds, base_runner, suite.thresholds.limits(v.name, ds), roles)
-    checks += task_checks(doc, suite, content)
+    return checks
+
+
+TaskChecks = Callable[[dict[str, Any], Suite, dict[str, Any] | None], list[Check]]
+# Each kind of task's checks, in report order: perplexity (datasets), then accuracy tasks
+# (task_checks.py). A new kind of task adds its checks function here.
+TASK_KINDS: tuple[TaskChecks, ...] = (perplexity_checks, task_checks)
+
+
+def compare(doc: dict[str, Any], suite: Suite, content: dict[str, Any] | None = None) -> list[Check]:
+    """Every check of `doc` against `suite`. `content`: identities of what the suite names *now*
+    (see identity.content_identity), compared with the document's when gating a stored results file."""
+    checks: list[Check] = integrity_checks(doc, suite, content)
+    for kind in TASK_KINDS:
+        checks += kind(doc, suite, content)
     for err in doc.get("errors", []):
         checks.append(make_check("scoring", err["variant"], err.get("dataset") or "*", None, 0.0, "max",
                                  detail=f"error: {err['message']}"))
