@@ -41,14 +41,11 @@ class Policy:
 
     @classmethod
     def of(cls, settings: Any) -> Policy:
-        """The policy of anything carrying its fields (`config.EvalCfg`, a run's JSON as a namespace)."""
+        """The policy of anything carrying its fields (`config.EvalCfg`, a `RunRecord`)."""
         return cls(*(getattr(settings, k) for k in POLICY_KEYS))
 
     def to_json(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "description": WINDOW_POLICY}
-
-    def key(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, k) for k in POLICY_KEYS)
 
 
 POLICY_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Policy))
@@ -94,10 +91,6 @@ class RunRecord:
     @property
     def key(self) -> tuple[str, str, str]:
         return self.variant, self.runner, self.dataset
-
-    @property
-    def policy(self) -> Policy:
-        return Policy.of(self)
 
     @property
     def plan(self) -> Plan:

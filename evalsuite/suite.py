@@ -319,16 +319,16 @@ def _collect(out: Evaluation, lane: Lane, base: Lane, stream: Stream, indices: l
         metrics |= {"words": float(stream.words), "bytes": float(stream.bytes)}
     if lane.paired:
         metrics |= paired_metrics(lane.cols, base.cols[:, 0], windows)
-    out.runs.append(summarize(
+    run = summarize(
         lane.cols[:, 0], windows, seconds=seconds, reused_tokens=lane.reused, metrics=metrics,
         model=out.suite.model.source, variant=lane.variant, runner=lane.runner.name, dataset=stream.label,
         split=stream.text.split, window=ev.window, stride=ev.stride, bos=ev.bos, max_tokens=ev.max_tokens,
         tokens_in_stream=int(stream.tokens.shape[0]), **rows,
         documents=None if stream.plan.documents is None else list(stream.plan.documents),
-    ))
-    key = (lane.variant, lane.runner.name, stream.label)
-    out.cols[key] = lane.cols
-    out.scored_windows[key] = indices
+    )
+    out.runs.append(run)
+    out.cols[run.key] = lane.cols
+    out.scored_windows[run.key] = indices
 
 
 def check_shard(streams: list[Stream], shard: tuple[int, int] | None) -> None:
