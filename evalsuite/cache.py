@@ -68,10 +68,6 @@ def key_of(obj: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:20]
 
 
-# The packages whose versions every results document records (provenance.packages).
-PACKAGES = ("evalsuite", "torch", "transformers", "onnxruntime", "onnxruntime-genai", "numpy", "tokenizers")
-
-
 def package_versions(names: tuple[str, ...]) -> dict[str, str | None]:
     """Installed versions (None when missing): part of cache keys and provenance."""
     from importlib import metadata

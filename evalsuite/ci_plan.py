@@ -38,10 +38,10 @@ def shard_file(index: int, count: int, folder: str = RESULTS_DIR) -> str:
 
 def key_inputs(suite: Suite, data_dir: Path | None) -> dict[str, Any]:
     """Everything that decides the prepared cache entries of `suite` (see the module doc)."""
-    from evalsuite.cache import PACKAGES
     from evalsuite.gate.binding import model_settings, variant_settings
     from evalsuite.identity import content_identity
     from evalsuite.models.onnx_build import VERSIONED
+    from evalsuite.schema import PACKAGES
 
     # Task requests are tokenized in memory on every run (nothing cached): their data is left out.
     content = content_identity(dataclasses.replace(suite, tasks=()) if suite.eval.datasets or suite.datasets

@@ -23,6 +23,8 @@ from typing import Any
 from evalsuite.data.windows import Plan
 
 SCHEMA_VERSION = 2  # 2: `binding` (what the suite asked for and what was scored)
+# The packages whose versions every results document records (`provenance.packages`).
+PACKAGES = ("evalsuite", "torch", "transformers", "onnxruntime", "onnxruntime-genai", "numpy", "tokenizers")
 WINDOW_POLICY = (
     "sliding windows: each window feeds <= window tokens; logits[i] predict token[i+1]; the first "
     "window scores all its positions, each later one the next `stride` tokens; every token after "

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from evalsuite.cache import PACKAGES, package_versions, sweep_stale
+from evalsuite.cache import package_versions, sweep_stale
 from evalsuite.config import DatasetCfg, Suite, is_path_ref, run_label
 from evalsuite.cpu import cpu_info
 from evalsuite.data import corpora, documents, sources
@@ -21,7 +21,7 @@ from evalsuite.gate import results
 from evalsuite.models import source as model_source
 from evalsuite.quant.support import check_variants
 from evalsuite.runners import KINDS, RunnerKind
-from evalsuite.schema import RunRecord, error
+from evalsuite.schema import PACKAGES, RunRecord, error
 from evalsuite.scoring.journal import Journal, journal_path
 from evalsuite.scoring.lanes import Lane, Runner, new_lane, score_lanes, summarize
 from evalsuite.scoring.metrics import paired_metrics, solo_metrics, unit_metrics
