@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from evalsuite.bench_ceiling import ceiling, ceiling_lines
-from evalsuite.bench_stages import TimedRun, gate_timing, stage_lines, startup, startup_lines
+from evalsuite.bench_peers import peer_lines, peers
+from evalsuite.bench_stages import STARTUP_TOKENS, TimedRun, gate_timing, stage_lines, startup, startup_lines
 from evalsuite.bench_tasks import task_lines, task_speed
 from evalsuite.data.windows import plan_windows
 from evalsuite.models.onnx_files import resolve_onnx
@@ -192,7 +193,8 @@ def bench(suite: Any, data_dir: Path | None, max_tokens: int, timing_args: list[
     from evalsuite.suite import load_streams, load_texts
 
     n_batch = batch_stream_length(suite.eval.window, suite.eval.stride, max_tokens)
-    ev = dataclasses.replace(suite.eval, datasets=suite.eval.datasets[:1], max_tokens=max(4 * max_tokens, n_batch))
+    ev = dataclasses.replace(suite.eval, datasets=suite.eval.datasets[:1],
+                             max_tokens=max(4 * max_tokens, n_batch, 2 * STARTUP_TOKENS))
     suite = dataclasses.replace(suite, eval=ev)
     source = model_source.resolve(suite.model.source, suite.model.trust_remote_code)
     stream = load_streams(suite, source, load_texts(suite, data_dir))[0]
@@ -238,8 +240,20 @@ def bench(suite: Any, data_dir: Path | None, max_tokens: int, timing_args: list[
     if timing_args is not None:
         out["startup"] = startup(suite.model.source)
         out["eval_timing"] = gate_timing(timing_args)
+    out["peers"] = _peers(source, stream.tokens, tokens, threads, ev.window)
     out["verdicts"] = verdicts(out)
     return out
+
+
+def _peers(source: Any, stream: np.ndarray, tokens: np.ndarray, threads: int, window: int) -> dict[str, Any]:
+    """lm-eval on the bench's tokens (as text), llama.cpp on the startup case's: 2 x 5,120 tokens in
+    chunks of the window, each scoring its second half, 5,120 targets like evalsuite's 5,119."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(source.path)
+    chunks = int(min(stream.shape[0], 2 * STARTUP_TOKENS)) // window
+    return peers(source.path, str(tok.decode(tokens.tolist())), str(tok.decode(stream[: chunks * window].tolist())),
+                 threads, window, chunks)
 
 
 def verdicts(b: dict[str, Any]) -> list[str]:
@@ -283,6 +297,9 @@ def verdicts(b: dict[str, Any]) -> list[str]:
                      f"{a['calibration']} calibration tokens (recorded when searched)")
     if "startup" in b:
         lines += startup_lines(b["startup"])
+    if "peers" in b:
+        lanes = {r["runner"]: r["tokens_per_s"] for r in b["runners"][:2] if "tokens_per_s" in r}
+        lines += peer_lines(b["peers"], lanes, b.get("startup", {}).get("seconds"))
     timing = b.get("eval_timing")
     if timing:
         lines.append(f"default gate: cold {timing['cold_seconds']:.0f} s (target {TARGET_COLD_S:.0f}, exit "
