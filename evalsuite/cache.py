@@ -53,33 +53,6 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-_sha_memo: dict[tuple[str, tuple[int, ...]], str] = {}
-
-
-def known_sha256(path: Path) -> str:
-    """`file_sha256(path)` without reading the bytes when they are already known: a file of a cache
-    entry whose stat stamp (size, mtime_ns, ctime_ns) still matches its entry's manifest (the trust
-    `verify_entry` extends to every reuse), or a file hashed earlier in this process with the same
-    stamp. A warm run otherwise re-reads the 540 MB fp32 export three times before its first window."""
-    stamp = tuple(_stamp(path))
-    key = (str(path.resolve()), stamp)
-    if key not in _sha_memo:
-        rec = _manifest_record(path)
-        known = rec is not None and rec.get("stamp") == list(stamp) and isinstance(rec.get("sha256"), str)
-        _sha_memo[key] = str(rec["sha256"]) if known and rec is not None else file_sha256(path)
-    return _sha_memo[key]
-
-
-def _manifest_record(path: Path) -> dict[str, Any] | None:
-    """The manifest's record of `path` when its folder is a cache entry (a manifest beside it)."""
-    try:
-        files = json.loads((path.parent / MANIFEST).read_text())["files"]
-        rec = files[path.name]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return rec if isinstance(rec, dict) else None
-
-
 def tree_sha256(folder: Path) -> str:
     """Hash of every file's relative path and bytes below `folder` (sorted; stable across machines)."""
     digest = hashlib.sha256()
@@ -191,7 +164,7 @@ def fresh_wanted(path: Path) -> bool:
     return _fresh[0] and path.resolve() not in _built
 
 
-def _stamp(path: Path) -> list[int]:
+def stat_stamp(path: Path) -> list[int]:
     st = path.stat()
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
@@ -203,7 +176,7 @@ def _files(folder: Path) -> dict[str, Path]:
 
 def write_manifest(folder: Path) -> None:
     """Record every file's size, sha256 and stat stamp (size, mtime_ns, ctime_ns) below `folder`."""
-    files = {rel: {"size": p.stat().st_size, "sha256": file_sha256(p), "stamp": _stamp(p)}
+    files = {rel: {"size": p.stat().st_size, "sha256": file_sha256(p), "stamp": stat_stamp(p)}
              for rel, p in _files(folder).items()}
     atomic_write_bytes(folder / MANIFEST, json.dumps({"version": 1, "files": files}, indent=1).encode())
 
@@ -225,7 +198,7 @@ def verify_entry(folder: Path, full: bool = False) -> str | None:
     restamp = False
     for rel, path in on_disk.items():
         rec = recorded[rel]
-        stamp = _stamp(path)
+        stamp = stat_stamp(path)
         if stamp[0] != rec.get("size"):
             return f"file {rel} is {stamp[0]} bytes, the manifest says {rec.get('size')}"
         if full or stamp != rec.get("stamp"):

@@ -1,4 +1,4 @@
-"""cache.known_sha256: a cache entry's file hash comes from its manifest only while the file's stat
+"""content_hash.known_sha256: a cache entry's file hash comes from its manifest only while the file's stat
 stamp is the one the manifest recorded; any change to the file (a new stamp) means reading it again."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import os
 from pathlib import Path
 
-from evalsuite import cache
+from evalsuite import cache, content_hash
 
 
 def _entry(tmp_path: Path) -> Path:
@@ -25,26 +25,26 @@ def test_manifest_sha_is_used_while_the_stamp_matches(tmp_path: Path) -> None:
     doc = json.loads(manifest.read_text())
     doc["files"]["weights.bin"]["sha256"] = "f" * 64  # a recorded hash the bytes do not have
     manifest.write_text(json.dumps(doc))
-    assert cache.known_sha256(folder / "weights.bin") == "f" * 64  # not read: the stamp is unchanged
+    assert content_hash.known_sha256(folder / "weights.bin") == "f" * 64  # not read: the stamp is unchanged
 
 
 def test_a_changed_file_is_read_again(tmp_path: Path) -> None:
     folder = _entry(tmp_path)
     path = folder / "weights.bin"
-    before = cache.known_sha256(path)
+    before = content_hash.known_sha256(path)
     assert before == hashlib.sha256(path.read_bytes()).hexdigest()
     path.write_bytes(b"WEIGHTS" * 1000)  # same size, new bytes: mtime/ctime move
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
-    assert cache.known_sha256(path) == hashlib.sha256(b"WEIGHTS" * 1000).hexdigest()
+    assert content_hash.known_sha256(path) == hashlib.sha256(b"WEIGHTS" * 1000).hexdigest()
 
 
 def test_files_outside_entries_and_odd_manifests_are_hashed(tmp_path: Path) -> None:
     loose = tmp_path / "model.gguf"
     loose.write_bytes(b"gguf")
-    assert cache.known_sha256(loose) == hashlib.sha256(b"gguf").hexdigest()
+    assert content_hash.known_sha256(loose) == hashlib.sha256(b"gguf").hexdigest()
     folder = _entry(tmp_path)
     for bad in ("not json", json.dumps({"files": []}), json.dumps({"files": {"weights.bin": "x"}})):
         (folder / cache.MANIFEST).write_text(bad)
         (folder / "weights.bin").write_bytes(b"other" * 1400)  # a new stamp each time (size differs)
-        assert cache.known_sha256(folder / "weights.bin") == hashlib.sha256(b"other" * 1400).hexdigest()
+        assert content_hash.known_sha256(folder / "weights.bin") == hashlib.sha256(b"other" * 1400).hexdigest()

@@ -23,7 +23,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from evalsuite.cache import MANIFEST, build_entry, cache_root, key_of, known_sha256, package_versions, reuse
+from evalsuite.cache import MANIFEST, build_entry, cache_root, key_of, package_versions, reuse
+from evalsuite.content_hash import known_sha256
 from evalsuite.errors import ModelError
 from evalsuite.models.hf_config import builder_input, config_changes
 from evalsuite.models.onnx_files import check_loadable, resolve_onnx

@@ -114,7 +114,7 @@ def content_sha256(model: Path) -> str:
     (name and bytes). A file, never a folder or a path: two different files never share it."""
     import hashlib
 
-    from evalsuite.cache import known_sha256
+    from evalsuite.content_hash import known_sha256
 
     check_external_data(model)
     digest = hashlib.sha256()

@@ -19,7 +19,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from evalsuite.cache import build_entry, cache_root, known_sha256, reuse
+from evalsuite.cache import build_entry, cache_root, reuse
+from evalsuite.content_hash import known_sha256
 from evalsuite.errors import ModelError
 from evalsuite.quiet import quiet_transformers
 
