@@ -100,7 +100,7 @@ def score(args: argparse.Namespace, suite: Any, ray: Any = None) -> dict[str, An
     if ray is not None:
         from evalsuite.cli_ray import score_ray
 
-        doc = score_ray(args, suite, ray)
+        doc = score_ray(args, ray)
     else:
         doc = score_here(args, suite)
     if reference is not None:

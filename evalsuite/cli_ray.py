@@ -39,7 +39,7 @@ def shard_argv(args: argparse.Namespace) -> list[str]:
     return out
 
 
-def score_ray(args: argparse.Namespace, suite: Any, opts: Any) -> dict[str, Any]:
+def score_ray(args: argparse.Namespace, opts: Any) -> dict[str, Any]:
     """`--executor ray`: the prepared cache is checked here, the shards scored on Ray, the merged
     document printed as `eval` prints a run and returned (executor_ray.py)."""
     import os
@@ -66,10 +66,12 @@ def score_ray(args: argparse.Namespace, suite: Any, opts: Any) -> dict[str, Any]
                    run_id=uuid.uuid4().hex[:12],
                    source=str(cache_root().resolve()) if opts.worker_cache == "shared" else None,
                    entries=(*entries, f"{PREPARED}/{got['key']}.json"))
-    print(f"evalsuite: ray: run {job.run_id}: {opts.shards} shards, {opts.cpus:g} CPU / {opts.gpus:g} GPU each, cache "
-          f"{got['key']} ({got['entries']} entries, {got['bytes'] / 1e6:.1f} MB) by {opts.worker_cache}",
-          file=sys.stderr)
-    doc = score_on_ray(opts, job, cache_root())
+    quiet = args.quiet or args.progress == "none"
+    if not quiet:
+        print(f"evalsuite: ray: run {job.run_id}: {opts.shards} shards, {opts.cpus:g} CPU / {opts.gpus:g} GPU each, "
+              f"cache {got['key']} ({got['entries']} entries, {got['bytes'] / 1e6:.1f} MB) by {opts.worker_cache}",
+              file=sys.stderr)
+    doc = score_on_ray(opts, job, cache_root(), quiet)
     terminal.print_results(terminal.console(), [RunResult(**r) for r in doc["runs"]])
     for err in doc["errors"]:
         print(f"evalsuite: {err['variant']}/{err['runner']}: {err['message']}", file=sys.stderr)

@@ -12,7 +12,8 @@ shard with that request. A task, on whichever node Ray picks:
 3. scores its shard with `evalsuite eval --shard i/N --json-out ...` in a child process, the command
    of a CI score job (Ray's CUDA_VISIBLE_DEVICES and OMP_NUM_THREADS reach it), and returns the
    document's bytes; the child dies with its worker (PR_SET_PDEATHSIG);
-4. removes its cache.
+4. removes its cache (a task killed first leaves it behind: the next task on that node, or the
+   driver on its own node, removes the caches whose worker is gone).
 
 A worker that dies (killed, out of memory, its node lost) is run again by Ray, `--retries` times; a
 child killed by a signal counts as lost too. A shard that fails for good (its child exits non-zero
@@ -45,6 +46,7 @@ from evalsuite.errors import EvalsuiteError, ExitCode, UsageError
 INSTALL = "pip install 'evalsuite[ray]'"
 WORKER_CACHES = ("object", "shared")
 CONNECT_TIMEOUT_S = 5.0
+CANCEL_WAIT_S = 10.0
 # Runs the real command in place of itself after asking the kernel to kill it with its parent (Linux;
 # elsewhere a lost worker's child runs to its end): a shard never outlives the task that owns it.
 GUARD = ("import ctypes, os, signal, sys\n"
@@ -253,8 +255,11 @@ def score_shard(job: ShardJob, packed: bytes | None) -> ShardOutcome:
     node = f"{socket.gethostname()} ({ctx.get_node_id()[:8]})"
     resources = tuple(sorted((k, float(v)) for k, v in ctx.get_assigned_resources().items()))
     outcome = outcome_of(job, node, resources, start)
-    shutil.rmtree(work, ignore_errors=True)  # an attempt of this shard that died on this node
+    sweep()  # caches of attempts whose worker died on this node
+    shutil.rmtree(work, ignore_errors=True)  # an attempt of this shard that died here (Ray retries after)
     try:
+        work.mkdir(parents=True)
+        (work / "owner").write_text(str(os.getpid()))
         seed(job, packed, cache)
         before = listing(cache)
         env = {**os.environ, **dict(job.env), "EVALSUITE_CACHE": str(cache)}
@@ -275,6 +280,31 @@ def score_shard(job: ShardJob, packed: bytes | None) -> ShardOutcome:
             work.parent.rmdir()  # the run's folder, once its last shard on this node is done
 
 
+def _owner_alive(owner: Path) -> bool:
+    try:
+        os.kill(int(owner.read_text()), 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, ValueError):  # another user's process, or unreadable: not ours to judge
+        return True
+    return True
+
+
+def sweep(run_id: str = "*", wait_s: float = 0.0) -> None:
+    """Remove the shard caches on this node whose worker is gone: a worker killed mid-task (lost, or
+    cancelled when another shard failed) never reaches its own cleanup. Every task sweeps its node
+    when it starts; the driver sweeps its own node for its run, waiting `wait_s` for cancelled
+    workers to exit."""
+    deadline = time.monotonic() + wait_s
+    for owner in Path(tempfile.gettempdir()).glob(f"evalsuite-ray-{run_id}/shard-*/owner"):
+        while _owner_alive(owner) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not _owner_alive(owner):
+            shutil.rmtree(owner.parent, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                owner.parent.parent.rmdir()
+
+
 def outcome_of(job: ShardJob, node: str, resources: tuple[tuple[str, float], ...], start: float
                ) -> Callable[..., ShardOutcome]:
     """`outcome(code, document, error, built)`: the ShardOutcome of this task."""
@@ -292,7 +322,7 @@ def failure(index: int, count: int, message: str, code: int = ExitCode.GATE_FAIL
     return err
 
 
-def collect(ray: Any, refs: dict[Any, int], count: int, retries: int) -> list[ShardOutcome]:
+def collect(ray: Any, refs: dict[Any, int], count: int, retries: int, quiet: bool) -> list[ShardOutcome]:
     """Every shard's outcome; the first that failed for good cancels the rest and is raised."""
     pending, done = list(refs), []
     try:
@@ -309,8 +339,9 @@ def collect(ray: Any, refs: dict[Any, int], count: int, retries: int) -> list[Sh
             if outcome.document is None:
                 raise failure(index, count, f"{outcome.error} (exit {outcome.returncode} on {outcome.node})",
                               outcome.returncode)
-            print(f"evalsuite: ray: shard {index}/{count} scored on {outcome.node} in {outcome.seconds:.1f} s "
-                  f"({', '.join(f'{k} {v:g}' for k, v in outcome.resources) or 'no resources'})", file=sys.stderr)
+            if not quiet:
+                print(f"evalsuite: ray: shard {index}/{count} scored on {outcome.node} in {outcome.seconds:.1f} s ("
+                      f"{', '.join(f'{k} {v:g}' for k, v in outcome.resources) or 'no resources'})", file=sys.stderr)
             if outcome.built:
                 print(f"evalsuite: note: shard {index}/{count} built {len(outcome.built)} cache entries the prepared "
                       f"cache lacked ({', '.join(outcome.built[:3])}); prepare again with this suite", file=sys.stderr)
@@ -318,6 +349,8 @@ def collect(ray: Any, refs: dict[Any, int], count: int, retries: int) -> list[Sh
     finally:
         for ref in pending:
             ray.cancel(ref, force=True)
+        if pending:  # let the cancelled tasks settle before the driver sweeps their caches
+            ray.wait(pending, num_returns=len(pending), timeout=CANCEL_WAIT_S)
     return sorted(done, key=lambda o: o.index)
 
 
@@ -335,8 +368,9 @@ def merged(outcomes: Sequence[ShardOutcome]) -> dict[str, Any]:
         return merge_shards(docs)
 
 
-def score_on_ray(opts: RayOptions, job: ShardJob, cache_root: Path) -> dict[str, Any]:
-    """Every shard of `job` (its index aside) as a Ray task; the merged results document."""
+def score_on_ray(opts: RayOptions, job: ShardJob, cache_root: Path, quiet: bool = False) -> dict[str, Any]:
+    """Every shard of `job` (its index aside) as a Ray task; the merged results document (`quiet`: no
+    line per finished shard)."""
     ray = import_ray()
     with connected(ray, opts.address):
         check_fits(ray, opts)
@@ -345,5 +379,8 @@ def score_on_ray(opts: RayOptions, job: ShardJob, cache_root: Path) -> dict[str,
         packed = ray.put(pack(cache_root, job.entries)) if opts.worker_cache == "object" else None
         refs = {task.options(name=f"evalsuite-shard-{i}-of-{opts.shards}").remote(
             dataclasses.replace(job, index=i), packed): i for i in range(opts.shards)}
-        outcomes = collect(ray, refs, opts.shards, opts.retries)
+        try:
+            outcomes = collect(ray, refs, opts.shards, opts.retries, quiet)
+        finally:
+            sweep(job.run_id, wait_s=CANCEL_WAIT_S)
     return merged(outcomes)

@@ -25,6 +25,9 @@ import pytest
 from evalsuite.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
+# The kill tests score 3,000 tokens (the suite: 900): a shard then scores for seconds, and the kill lands
+# inside its scoring, after its first window is journaled.
+LONGER = ("--max-tokens", "3000")
 TASKS = '[[tasks]]\nname = "arc_easy"\nlimit = 6\n[task_thresholds]\nmax_acc_drop = 1.0\n'  # 3 examples a shard
 
 
@@ -77,14 +80,15 @@ def comparable(doc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def unsharded(command: str, suite: Path, prepared: Path, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+def unsharded(command: str, suite: Path, prepared: Path, tmp: Path, monkeypatch: pytest.MonkeyPatch,
+              *extra: str) -> dict:
     """The same command scored here, in one run, on its own copy of the prepared cache."""
     folder = tmp / f"single-{command}"
     shutil.copytree(prepared, folder, symlinks=True)
     with monkeypatch.context() as m:
         m.setenv("EVALSUITE_CACHE", str(folder))
         out = tmp / f"single-{command}.json"
-        assert main([command, "--config", str(suite), "-q", "--json-out", str(out)]) == 0
+        assert main([command, "--config", str(suite), *extra, "-q", "--json-out", str(out)]) == 0
     doc: dict = json.loads(out.read_text())
     return doc
 
@@ -164,15 +168,15 @@ class Killer(threading.Thread):
 def test_a_worker_killed_mid_shard_is_retried_and_the_gate_is_exact(
         ray_cluster: Any, cache: Path, ci_suite: Path, prepared_cache: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    want = unsharded("gate", ci_suite, prepared_cache, tmp_path, monkeypatch)
-    assert want["passed"] is True
+    want = unsharded("gate", ci_suite, prepared_cache, tmp_path, monkeypatch, *LONGER)
+    assert want["passed"] is True and want["runs"][0]["tokens_scored"] > 2000
     capsys.readouterr()
     killer = Killer("0/2")
     killer.start()
     out = tmp_path / "gate.json"
     try:
-        code = main(["gate", "--config", str(ci_suite), "--executor", "ray", "--shards", "2", "--worker-cache",
-                     "shared", "--cpus-per-shard", "0.5", "--json-out", str(out)])
+        code = main(["gate", "--config", str(ci_suite), *LONGER, "--executor", "ray", "--shards", "2",
+                     "--worker-cache", "shared", "--cpus-per-shard", "0.5", "--json-out", str(out)])
     finally:
         killer.done.set()
         killer.join(10)
@@ -192,7 +196,7 @@ def test_a_shard_lost_for_good_fails_the_gate_with_no_result(
     killer.start()
     outs = [tmp_path / "gate.json", tmp_path / "gate.xml", tmp_path / "gate.md"]
     try:
-        code = main(["gate", "--config", str(ci_suite), "--executor", "ray", "--shards", "2", "--retries", "0",
+        code = main(["gate", "--config", str(ci_suite), *LONGER, "--executor", "ray", "--shards", "2", "--retries", "0",
                      "--json-out", str(outs[0]), "--junit", str(outs[1]), "--markdown", str(outs[2])])
     finally:
         killer.done.set()
@@ -202,6 +206,8 @@ def test_a_shard_lost_for_good_fails_the_gate_with_no_result(
     assert code == 1
     one_line(captured.err, "shard 1/2 failed for good", "Ray ran it 1 time(s)")
     assert not any(p.exists() for p in outs) and "PASS" not in captured.out
+    # the killed task and the cancelled one never reached their cleanup: the driver swept their caches
+    assert not Path(tempfile.gettempdir(), f"evalsuite-ray-{run_id(captured.err)}").exists()
 
 
 def test_a_shard_that_fails_fails_the_run_with_its_own_error(
@@ -212,7 +218,7 @@ def test_a_shard_that_fails_fails_the_run_with_its_own_error(
     err = capsys.readouterr().err
     assert code == 2
     one_line(err, "shard 1/2 failed for good", "--shard 1/2 leaves 0 token(s)", "exit 2 on")
-    assert not out.exists()
+    assert not out.exists() and not Path(tempfile.gettempdir(), f"evalsuite-ray-{run_id(err)}").exists()
 
 
 def test_a_request_no_node_can_hold_is_refused(ray_cluster: Any, cache: Path, ci_suite: Path, tmp_path: Path,
