@@ -142,8 +142,8 @@ def import_ray() -> Any:
 
 
 def check_address(address: str | None) -> None:
-    """host:port (or ray://host:port) must answer a TCP connection within seconds; Ray itself would
-    retry for a minute before failing. None and 'auto' are Ray's own to resolve."""
+    """host:port (or ray://host:port) must answer a TCP connection within seconds (Ray itself would
+    keep retrying). None and 'auto' are Ray's own to resolve."""
     if address is None or address == "auto":
         return
     host, sep, port = address.removeprefix("ray://").rpartition(":")
@@ -183,13 +183,14 @@ def connected(ray: Any, address: str | None) -> Iterator[None]:
 
 
 def check_fits(ray: Any, opts: RayOptions) -> None:
-    """A request no node can hold would wait forever: refuse it now (an autoscaling cluster must be
-    big enough for one shard when the run starts)."""
-    have = ray.cluster_resources()
+    """A request that no node can hold would wait forever: refuse it now (an autoscaling cluster must
+    have a node big enough for one shard when the run starts)."""
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
     for name, want in (("CPU", opts.cpus), ("GPU", opts.gpus)):
-        if want > have.get(name, 0.0):
-            raise UsageError(f"a shard asks for {want:g} {name} but the Ray cluster has {have.get(name, 0.0):g}; "
-                             f"lower --{name.lower()}s-per-shard or add nodes")
+        have = max((float(r.get(name, 0.0)) for r in nodes), default=0.0)
+        if want > have:
+            raise UsageError(f"a shard asks for {want:g} {name} but the largest node of the Ray cluster has "
+                             f"{have:g}; lower --{name.lower()}s-per-shard or add nodes")
 
 
 def pack(root: Path, entries: Sequence[str]) -> bytes:

@@ -224,8 +224,10 @@ def test_a_shard_that_fails_fails_the_run_with_its_own_error(
 def test_a_request_no_node_can_hold_is_refused(ray_cluster: Any, cache: Path, ci_suite: Path, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "r.json"
-    for flag, value, message in (("--gpus-per-shard", "1", "asks for 1 GPU but the Ray cluster has 0"),
-                                 ("--cpus-per-shard", "3", "asks for 3 CPU but the Ray cluster has 2")):
+    for flag, value, message in (("--gpus-per-shard", "1", "asks for 1 GPU but the largest node of the Ray "
+                                  "cluster has 0"),
+                                 ("--cpus-per-shard", "3", "asks for 3 CPU but the largest node of the Ray "
+                                  "cluster has 2")):
         assert main(["eval", "--config", str(ci_suite), "--executor", "ray", "--shards", "2", flag, value,
                      "--json-out", str(out)]) == 2
         one_line(capsys.readouterr().err, message)
