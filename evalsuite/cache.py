@@ -164,7 +164,7 @@ def fresh_wanted(path: Path) -> bool:
     return _fresh[0] and path.resolve() not in _built
 
 
-def _stamp(path: Path) -> list[int]:
+def stat_stamp(path: Path) -> list[int]:
     st = path.stat()
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
@@ -176,7 +176,7 @@ def _files(folder: Path) -> dict[str, Path]:
 
 def write_manifest(folder: Path) -> None:
     """Record every file's size, sha256 and stat stamp (size, mtime_ns, ctime_ns) below `folder`."""
-    files = {rel: {"size": p.stat().st_size, "sha256": file_sha256(p), "stamp": _stamp(p)}
+    files = {rel: {"size": p.stat().st_size, "sha256": file_sha256(p), "stamp": stat_stamp(p)}
              for rel, p in _files(folder).items()}
     atomic_write_bytes(folder / MANIFEST, json.dumps({"version": 1, "files": files}, indent=1).encode())
 
@@ -198,7 +198,7 @@ def verify_entry(folder: Path, full: bool = False) -> str | None:
     restamp = False
     for rel, path in on_disk.items():
         rec = recorded[rel]
-        stamp = _stamp(path)
+        stamp = stat_stamp(path)
         if stamp[0] != rec.get("size"):
             return f"file {rel} is {stamp[0]} bytes, the manifest says {rec.get('size')}"
         if full or stamp != rec.get("stamp"):

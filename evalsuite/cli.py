@@ -82,19 +82,34 @@ def suite_from_args(args: argparse.Namespace) -> Any:
     return out
 
 
-def score(args: argparse.Namespace, suite: Any) -> dict[str, Any]:
-    """Run the suite and return the results document (printing the PPL table)."""
-
-    from evalsuite.cache import check_cache_root, fresh_builds
-    from evalsuite.data import corpora
+def score(args: argparse.Namespace, suite: Any, ray: Any = None) -> dict[str, Any]:
+    """Run the suite (here, or its shards on Ray: `ray` = executor_ray.RayOptions) and return the
+    results document (printing the PPL table)."""
+    from evalsuite.cache import check_cache_root
     from evalsuite.gate import results
     from evalsuite.report import terminal
-    from evalsuite.suite import evaluate, to_document
 
     check_cache_root()
-    data_dir = corpora.resolve_data_dir(args.data_dir)
     reference = results.read(reference_path(args), "reference") if args.reference else None
+    if ray is not None:
+        from evalsuite.cli_ray import score_ray
+
+        doc = score_ray(args, ray)
+    else:
+        doc = score_here(args, suite)
+    if reference is not None:
+        terminal.console().print(terminal.reference_table(reference, doc))
+    return doc
+
+
+def score_here(args: argparse.Namespace, suite: Any) -> dict[str, Any]:
+    from evalsuite.cache import fresh_builds
+    from evalsuite.data import corpora
+    from evalsuite.report import terminal
     from evalsuite.report.progress import make_progress
+    from evalsuite.suite import evaluate, to_document
+
+    data_dir = corpora.resolve_data_dir(args.data_dir)
 
     mode = "none" if getattr(args, "quiet", False) else getattr(args, "progress", "auto")
     with fresh_builds(args.fresh):  # --fresh: rebuild every cache entry and ignore the journal
@@ -115,20 +130,20 @@ def score(args: argparse.Namespace, suite: Any) -> dict[str, Any]:
         from evalsuite.report.summary_plot import write_summary_plot
 
         doc["plots"] = [str(p) for p in [*write_plots(evaluation, args.plot), *write_summary_plot(doc, args.plot)]]
-    if reference is not None:
-        terminal.console().print(terminal.reference_table(reference, doc))
     return doc
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from evalsuite.executor_ray import options
     from evalsuite.gate import results
 
+    ray = options(args)  # --executor ray misuse: one line, before the suite is read
     suite = suite_from_args(args)
     for out in (args.json_out, args.samples_out):
         if out is not None:
             check_writable(out)
     run_preflight(args, suite)
-    doc = score(args, suite)
+    doc = score(args, suite, ray)
     if args.json_out is not None:
         results.write(args.json_out, doc)
     return ExitCode.GATE_FAILED if doc["errors"] else ExitCode.OK
@@ -136,12 +151,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_gate(args: argparse.Namespace) -> int:
 
+    from evalsuite.executor_ray import options
     from evalsuite.gate import results
     from evalsuite.gate.checks import baseline_checks
     from evalsuite.gate.task_checks import task_baseline_checks
     from evalsuite.gate.verdict import compare, verdict
     from evalsuite.report import ci, terminal
 
+    ray = options(args)  # before the --shard check: --executor ray names its own reason to refuse --shard
     if args.shard is not None:
         raise UsageError("gate --shard would judge a part of the run; score each shard with 'evalsuite eval "
                          "--shard I/N --json-out', merge them with 'evalsuite merge', then 'gate --results MERGED'")
@@ -162,6 +179,12 @@ def cmd_gate(args: argparse.Namespace) -> int:
         doc = results.read(args.results, "results")
         checks = compare(doc, suite, content_identity(suite, corpora.resolve_data_dir(args.data_dir)))
         doc = {**doc, "plots": stored_plots(args, doc)}
+    elif ray is not None:  # merged shards: bound to what the suite names now, as `gate --results` binds them
+        from evalsuite.data import corpora
+        from evalsuite.identity import content_identity
+
+        doc = score(args, suite, ray)
+        checks = compare(doc, suite, content_identity(suite, corpora.resolve_data_dir(args.data_dir)))
     else:
         doc = score(args, suite)
         checks = compare(doc, suite)
@@ -256,17 +279,12 @@ def resolve_baseline(name: str, config: Path | None) -> Path:
 def cmd_merge(args: argparse.Namespace) -> int:
 
     from evalsuite.gate import results
-    from evalsuite.gate.task_merge import merge_tasks
+    from evalsuite.gate.task_merge import merge_shards
     from evalsuite.report import terminal
     from evalsuite.schema import RunRecord
-    from evalsuite.scoring import merge
 
     check_writable(args.json_out)
-    shards = [results.read(p, "shard") for p in args.shards]
-    doc = {k: v for k, v in merge.merge(shards).items() if k != "tasks"}  # shard 0's section is partial
-    tasks = merge_tasks(shards)  # after merge.merge: the shard set is checked
-    if tasks is not None:
-        doc = {**doc, "tasks": tasks}
+    doc = merge_shards([results.read(p, "shard") for p in args.shards])
     results.write(args.json_out, doc)
     terminal.console().print(terminal.results_table([RunRecord.from_json(r) for r in doc["runs"]]))
     return ExitCode.GATE_FAILED if doc["errors"] else ExitCode.OK

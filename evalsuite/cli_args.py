@@ -32,6 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     gate = sub.add_parser("gate", help="score, then check every threshold; exit 1 when any fails", epilog=EXIT_HELP)
     add_run_args(gate)
     add_gate_args(gate)
+    from evalsuite.cli_ci import add_ci_parsers, add_executor_args
+
+    for p in (ev, gate):
+        add_executor_args(p)
     val = sub.add_parser("validate", help="check a suite and its inputs in seconds, without scoring; exit 0 or 2")
     add_run_args(val)
     val.add_argument("--baseline", type=Path, help="also check this baseline file (default: the suite's)")
@@ -49,8 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
     mg.add_argument("shards", nargs="+", type=Path, help="results JSON of every shard")
     mg.add_argument("--json-out", type=Path, required=True, help="write the merged results JSON here")
     add_cache_parser(sub)
-    from evalsuite.cli_ci import add_ci_parsers
-
     add_ci_parsers(sub, add_progress_args)
     base = sub.add_parser("baseline", help="manage stored baselines")
     bsub = base.add_subparsers(dest="baseline_command", required=True, parser_class=_Parser)

@@ -110,3 +110,23 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.json_out is not None:
         write_output(args.json_out, (json.dumps(doc, indent=2) + "\n").encode())
     return ExitCode.OK
+
+
+def add_executor_args(p: argparse.ArgumentParser) -> None:
+    """`eval` / `gate --executor ray --shards N` (executor_ray.py; the `evalsuite[ray]` extra)."""
+    from evalsuite.executor_ray import WORKER_CACHES
+
+    g = p.add_argument_group("executor", "score the shards of the run as Ray tasks and merge them (evalsuite[ray])")
+    g.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local: score here; ray: one Ray task per shard, merged as 'merge' merges")
+    g.add_argument("--shards", type=int, metavar="N", help="number of Ray tasks (with --executor ray)")
+    g.add_argument("--address", metavar="ADDR", help="Ray cluster: HOST:PORT of its head ('ray start --head'), "
+                   "ray://HOST:PORT or auto (default: $RAY_ADDRESS, else a local Ray for this run)")
+    g.add_argument("--cpus-per-shard", type=float, metavar="C", help="CPUs each task asks Ray for (default 1; "
+                   "Ray sets OMP_NUM_THREADS to it)")
+    g.add_argument("--gpus-per-shard", type=float, metavar="G", help="GPUs each task asks Ray for (default 0; "
+                   "Ray sets CUDA_VISIBLE_DEVICES; add --provider cuda)")
+    g.add_argument("--retries", type=int, help="times Ray runs a shard again whose worker was lost (default 3)")
+    g.add_argument("--worker-cache", choices=WORKER_CACHES, help="how each task's cache is seeded from "
+                   "the prepared one: object (default): through Ray's object store; shared: copied from "
+                   "$EVALSUITE_CACHE, a path every node reads")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -98,3 +99,28 @@ def test_bench_refuses_a_missing_lmeval_python_before_model_work(tmp_path: objec
                           timeout=120, check=False)
     assert proc.returncode == 2 and "EVALSUITE_LMEVAL_PYTHON" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_stage_timing_reads_start_and_done_lines_and_skips_the_rest() -> None:
+    from evalsuite.bench_stages import parse
+
+    events = [(0.9, "some warning"), (1.0, "[gate] tokenize datasets: start"),
+              (1.5, "[gate] tokenize datasets: 3/9 tok, 0 s, ETA 1 s"), (2.5, "[gate] tokenize datasets: done in 1 s"),
+              (2.6, "[gate] score base/ort · wikitext2: start (2,047 tok)"),
+              (6.6, "[gate] score base/ort · wikitext2: done in 4 s, 2,047/2,047 tok"),
+              (6.7, "[gate] task arc_easy · base/ort: start (40 examples)"),
+              (9.7, "[gate] task arc_easy · base/ort: done in 3 s, 40/40 examples")]
+    run = parse(events, 10.0, 1)
+    assert [(s.label, round(s.seconds, 6)) for s in run.stages] == [
+        ("tokenize datasets", 1.5), ("score base/ort · wikitext2", 4.0), ("task arc_easy · base/ort", 3.0)]
+    assert (run.before_first, run.to_first_window, round(run.after_last, 6), run.exit) == (1.0, 2.6, 0.3, 1)
+    none = parse([(0.5, "[eval] resolve: start")], 2.0, 2)  # a stage that never ended, nothing scored
+    assert (none.stages, none.to_first_window, none.before_first, none.after_last) == ([], None, 0.5, 0.0)
+
+
+def test_stage_timing_of_a_real_child(tmp_path: Path) -> None:
+    """`timed` runs evalsuite itself: a usage error has no stages and exits 2."""
+    from evalsuite.bench_stages import timed
+
+    run = timed(["eval", "--config", str(tmp_path / "missing.toml")])
+    assert run.exit == 2 and run.stages == [] and run.seconds > 0

@@ -12,7 +12,8 @@ RANK = {
     "data": 1, "models": 2, "config": 3, "task_config": 3, "quant": 4, "scoring": 4, "gate": 5, "report": 6,
     "suite": 7, "task_suite": 7, "runners": 4, "identity": 8, "bench": 8, "preflight": 8, "cli": 9, "__main__": 9,
     "cli_tools": 9, "cli_args": 9, "cli_checks": 0, "limits": 3, "roles": 0, "bench_ceiling": 8, "bench_tasks": 8,
-    "ci_shard": 0, "ci_plan": 8, "cli_ci": 9, "prepare": 8, "schema": 1,
+    "bench_stages": 8, "bench_peers": 8, "content_hash": 0, "ci_shard": 0, "ci_plan": 8, "cli_ci": 9, "prepare": 8,
+    "executor_ray": 8, "cli_ray": 9, "schema": 1,
 }
 
 

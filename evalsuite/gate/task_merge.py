@@ -27,6 +27,17 @@ RECORD_KEYS = ("task", "name", "limit", "examples", "data_sha256", "requests_sha
                "outline", "metrics", "prompt_version")
 
 
+def merge_shards(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The document of one unsharded run from its shard documents (read with `results.read(..., "shard")`):
+    the perplexity runs (`scoring.merge`) and the tasks section. What `evalsuite merge` and
+    `--executor ray` both write."""
+    from evalsuite.scoring.merge import merge
+
+    doc = {k: v for k, v in merge(docs).items() if k != "tasks"}  # shard 0's section is partial
+    tasks = merge_tasks(docs)  # after merge(): the shard set is checked
+    return doc if tasks is None else {**doc, "tasks": tasks}
+
+
 def merge_tasks(docs: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The merged `tasks` section of shard documents already checked by `scoring.merge.check_shards`
     (each has a valid `shard` and together they form 0..n-1); None when no shard holds tasks."""

@@ -23,7 +23,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from evalsuite.cache import MANIFEST, build_entry, cache_root, file_sha256, key_of, package_versions, reuse
+from evalsuite.cache import MANIFEST, build_entry, cache_root, key_of, package_versions, reuse
+from evalsuite.content_hash import known_sha256
 from evalsuite.errors import ModelError
 from evalsuite.models.hf_config import builder_input, config_changes
 from evalsuite.models.onnx_files import check_loadable, resolve_onnx
@@ -44,7 +45,7 @@ def source_hash(hf_dir: Path) -> str:
                    and p.name != MANIFEST)
     stamp = (str(hf_dir.resolve()), max((p.stat().st_mtime for p in files), default=0.0))
     if stamp not in _hash_memo:
-        _hash_memo[stamp] = key_of([(p.name, file_sha256(p)) for p in files])
+        _hash_memo[stamp] = key_of([(p.name, known_sha256(p)) for p in files])
     return _hash_memo[stamp]
 
 

