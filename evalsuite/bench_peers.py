@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -22,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from evalsuite.bench_tasks import LMEVAL_ENV
+from evalsuite.bench_tasks import LMEVAL_ENV, run_lmeval
 
 LLAMA_ENV, LLAMA_GGUF_ENV = "EVALSUITE_LLAMA_PERPLEXITY", "EVALSUITE_LLAMA_GGUF"
 FINAL = re.compile(r"Final estimate: PPL = ([0-9.]+)")
@@ -49,18 +48,12 @@ print(json.dumps({"seconds": time.perf_counter() - start, "load_seconds": loaded
 
 def lmeval_rolling(python: str, model: Path, text: str, threads: int, window: int) -> dict[str, Any]:
     """lm-eval's rolling log-likelihood of `text` (scored tokens/s, model load excluded)."""
-    env = os.environ | {"OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-                        "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "text.txt"
         path.write_text(text, encoding="utf-8")
-        proc = subprocess.run([python, "-c", ROLLING_CHILD, str(model), str(threads), str(window), str(path)],
-                              env=env, capture_output=True, text=True, timeout=3600, check=False)
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:200]
-        return {"error": f"lm-eval child failed (exit {proc.returncode}): {tail}"}
-    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    out["tokens_per_s"] = out["tokens"] / out["seconds"]
+        out = run_lmeval(python, ROLLING_CHILD, [str(model), str(threads), str(window), str(path)], threads)
+    if "seconds" in out:
+        out["tokens_per_s"] = out["tokens"] / out["seconds"]
     return out
 
 

@@ -59,6 +59,19 @@ def _alternated(fns: list[Callable[[], Any]], rounds: int = 2) -> list[tuple[flo
     return best
 
 
+def run_lmeval(python: str, script: str, args: list[str], threads: int) -> dict[str, Any]:
+    """Run an lm-eval child script offline in the given Python; its last stdout line is JSON."""
+    env = os.environ | {"OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                        "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run([python, "-c", script, *args], env=env, capture_output=True, text=True, timeout=3600,
+                          check=False)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:200]
+        return {"error": f"lm-eval child failed (exit {proc.returncode}): {tail}"}
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
 def lmeval_child(python: str, model: Path, threads: int, pairs: list[list[str]]) -> dict[str, Any]:
     """lm-eval's HF backend on the request strings, in the given Python (a scratch venv)."""
     import tempfile
@@ -66,15 +79,7 @@ def lmeval_child(python: str, model: Path, threads: int, pairs: list[list[str]])
     with tempfile.TemporaryDirectory() as tmp:
         reqs = Path(tmp) / "requests.json"
         reqs.write_text(json.dumps(pairs))
-        env = os.environ | {"OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-                            "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-        proc = subprocess.run([python, "-c", LMEVAL_CHILD, str(model), str(threads), str(reqs)], env=env,
-                              capture_output=True, text=True, timeout=3600, check=False)
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:200]
-        return {"error": f"lm-eval child failed (exit {proc.returncode}): {tail}"}
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
+        return run_lmeval(python, LMEVAL_CHILD, [str(model), str(threads), str(reqs)], threads)
 
 
 def task_speed(model: Path, base_onnx: Path, threads: int, n: int = 40) -> dict[str, Any]:
