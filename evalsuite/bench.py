@@ -188,9 +188,9 @@ def bench(suite: Any, data_dir: Path | None, max_tokens: int, timing_args: list[
 
     from evalsuite.cpu import cpu_info
     from evalsuite.models import source as model_source
+    from evalsuite.ppl_task import load_streams, load_texts
     from evalsuite.quant.variants import build_variant
     from evalsuite.runners import build_base_onnx
-    from evalsuite.suite import load_streams, load_texts
 
     n_batch = batch_stream_length(suite.eval.window, suite.eval.stride, max_tokens)
     ev = dataclasses.replace(suite.eval, datasets=suite.eval.datasets[:1],

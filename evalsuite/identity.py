@@ -11,7 +11,7 @@ from evalsuite.config import Suite, custom_labels, run_label
 from evalsuite.data import corpora
 from evalsuite.errors import DataError, ModelError
 from evalsuite.models import source as model_source
-from evalsuite.suite import load_texts
+from evalsuite.ppl_task import load_texts
 from evalsuite.task_suite import task_content
 
 

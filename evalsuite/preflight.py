@@ -92,7 +92,7 @@ def check_data(plan: Plan) -> None:
     """Every evaluation text (packaged names, dataset TOML paths, [[datasets]] / --text entries) and
     every AWQ calibration split loads, with its sha256 checked where one is pinned."""
     from evalsuite.config import is_path_ref
-    from evalsuite.suite import custom_text, load_texts
+    from evalsuite.ppl_task import custom_text, load_texts
 
     suite, texts = plan.suite, []
     if plan.data_dir is not None:

@@ -26,6 +26,7 @@ from evalsuite.schema import error
 from evalsuite.scoring import loglik
 from evalsuite.scoring.journal import Journal, code_fingerprint
 from evalsuite.stages import NullProgress
+from evalsuite.task_api import Contribution, Group, Progress, RunContext
 from evalsuite.task_config import TaskCfg
 
 
@@ -212,3 +213,44 @@ def task_content(suite: Suite) -> dict[str, dict[str, Any]]:
         rec = task_identity(ts, outline)
         out[cfg.label] = {k: rec[k] for k in ("data_sha256", "requests_sha256", "outline_sha256", "prompt_version")}
     return out
+
+
+class AccuracyTask:
+    """The accuracy kind (task_api.EvalTask): every configured task's examples on every lane."""
+
+    name = "accuracy"
+
+    def __init__(self, suite: Suite) -> None:
+        self.sets = load_tasks(suite.tasks)
+        self.lanes: list[TaskLane] = []
+
+    @classmethod
+    def load(cls, suite: Suite, data_dir: Path | None) -> AccuracyTask:
+        return cls(suite)  # packaged task data and task TOMLs name their own files
+
+    def tokenize(self, source: Any) -> None:
+        prepare(self.sets, source.path)
+
+    def check(self, shard: tuple[int, int] | None) -> None:
+        pass  # a shard with no example of a task scores none of it; merge puts the shards together
+
+    def vocab_needed(self) -> int:
+        return 0
+
+    def data(self) -> dict[str, dict[str, Any]]:
+        return {}  # each task's data identity is in the tasks section (task_identity)
+
+    def bound(self) -> dict[str, str]:
+        return {}
+
+    def parity(self, reference: Any, base: Any, source: Any, progress: Progress) -> list[dict[str, Any]]:
+        return []  # the reference and base lanes' log-likelihoods are compared by gate/task_checks.py
+
+    def score(self, group: Group, ctx: RunContext, progress: Progress) -> None:
+        if self.sets:
+            lanes, errors = score_task_lanes(group, self.sets, progress, ctx.resume, ctx.shard, ctx.suite.roles)
+            self.lanes += lanes
+            ctx.errors += errors
+
+    def contribution(self, shard: tuple[int, int] | None) -> Contribution:
+        return Contribution(tasks=task_document(self.sets, self.lanes, shard) if self.sets else None)

@@ -13,7 +13,7 @@ RANK = {
     "suite": 7, "task_suite": 7, "runners": 4, "identity": 8, "bench": 8, "preflight": 8, "cli": 9, "__main__": 9,
     "cli_tools": 9, "cli_args": 9, "cli_checks": 0, "limits": 3, "roles": 0, "bench_ceiling": 8, "bench_tasks": 8,
     "bench_stages": 8, "bench_peers": 8, "content_hash": 0, "ci_shard": 0, "ci_plan": 8, "cli_ci": 9, "prepare": 8,
-    "executor_ray": 8, "cli_ray": 9, "schema": 1,
+    "executor_ray": 8, "cli_ray": 9, "schema": 1, "task_api": 4, "ppl_task": 7,
 }
 
 
@@ -115,7 +115,8 @@ def test_role_literal_scan_sees_code_not_docstrings() -> None:
 def test_pipeline_merge_and_config_take_runner_names_from_roles() -> None:
     """The pipeline, the task pipeline, scoring (merge above all) and the config name runners and the
     base variant through evalsuite/roles.py and the runner registry (runners.KINDS), never as literals."""
-    files = [PKG / "suite.py", PKG / "task_suite.py", PKG / "config.py", *sorted((PKG / "scoring").rglob("*.py"))]
+    pipeline = ("suite", "task_suite", "ppl_task", "task_api", "config")
+    files = [*(PKG / f"{m}.py" for m in pipeline), *sorted((PKG / "scoring").rglob("*.py"))]
     found = [hit for p in files for hit in role_literals(p.read_text(), str(p.relative_to(PKG)))]
     assert not found, found
 

@@ -28,17 +28,28 @@ from evalsuite.schema import (
     documents_problem,
 )
 
-__all__ = ["SCHEMA_VERSION", "WINDOW_POLICY", "document", "read", "validate", "write"]
+__all__ = ["KNOWN_KEYS", "SCHEMA_VERSION", "WINDOW_POLICY", "document", "read", "validate", "write"]
+
+# Every top-level field evalsuite itself writes (document(), gate, merge, --plot, published baselines).
+# Any other key is a task kind's own section (task_api.Contribution.sections).
+KNOWN_KEYS = frozenset({
+    "schema_version", "created", "policy", "roles", "runs", "parity", "variants", "errors", "binding", "tasks",
+    "complete", "shard", "provenance", "checks", "passed", "plots", "merged_from", "reference_only",
+})
 
 
 def document(suite: Suite, runs: Sequence[RunRecord], *, parity: list[dict[str, Any]],
              variants: dict[str, dict[str, Any]], errors: list[dict[str, Any]], identities: dict[str, Any],
-             provenance: dict[str, Any], shard: tuple[int, int] | None, tasks: dict[str, Any] | None
-             ) -> dict[str, Any]:
+             provenance: dict[str, Any], shard: tuple[int, int] | None, tasks: dict[str, Any] | None,
+             sections: dict[str, Any] | None = None) -> dict[str, Any]:
     """The results document of a scoring run: what the suite asked for, what each lane scored
-    (`runs`, and the accuracy `tasks` section when there is one), what failed, and what was bound."""
+    (`runs`, the accuracy `tasks` section when there is one, and a further kind's own `sections`),
+    what failed, and what was bound."""
     from evalsuite.gate.binding import suite_binding
 
+    clash = sorted(set(sections or {}) & KNOWN_KEYS)
+    if clash:
+        raise ValueError(f"a task kind's section may not be named like a document field: {clash}")
     return {
         "schema_version": SCHEMA_VERSION,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -54,6 +65,7 @@ def document(suite: Suite, runs: Sequence[RunRecord], *, parity: list[dict[str, 
             "variants": {name: info.get("identity") for name, info in variants.items()},
             "data": identities.get("data", {})}},
         **({"tasks": tasks} if tasks is not None else {}),
+        **(sections or {}),
         "complete": not errors and shard is None,
         "shard": {"index": shard[0], "count": shard[1]} if shard else None,
         "provenance": provenance,

@@ -17,6 +17,7 @@ from typing import Any
 
 from evalsuite.data.windows import shard_windows
 from evalsuite.errors import DataError
+from evalsuite.gate.results import KNOWN_KEYS
 from evalsuite.gate.task_results import TASKS_SCHEMA, outline_sha256, with_metrics
 from evalsuite.scoring import task_metrics as tm
 from evalsuite.scoring.merge import first_difference
@@ -34,6 +35,11 @@ def merge_shards(docs: list[dict[str, Any]]) -> dict[str, Any]:
     from evalsuite.scoring.merge import merge
 
     doc = {k: v for k, v in merge(docs).items() if k != "tasks"}  # shard 0's section is partial
+    for shard in docs:  # after merge(): the shard set is checked
+        unknown = sorted(set(shard) - KNOWN_KEYS)
+        if unknown:  # shard 0's copy of a section merge cannot combine would pass as the whole
+            raise DataError(f"{_where(shard)} holds section(s) {', '.join(unknown)} that merge cannot combine "
+                            "across shards; score that task unsharded")
     tasks = merge_tasks(docs)  # after merge(): the shard set is checked
     return doc if tasks is None else {**doc, "tasks": tasks}
 
