@@ -276,9 +276,10 @@ def test_limit_in_suite_toml_must_be_positive() -> None:
 
 @pytest.mark.parametrize("lane", ["torch", "ort"])
 def test_context_once_equals_whole_forward(tiny_llama_dir: Path, fp32_dir: Path, lane: str) -> None:
-    """The shared context forwarded once and its KV cache extended per choice gives each choice's
-    log-likelihood of a whole forward within 1e-5 nats (float32 attention over a cache vs one pass:
-    other summation order; measured 0 to ~1e-6 here), the same greedy flags, and feeds fewer tokens."""
+    """The shared context forwarded once (torch: with every choice's rest in one masked forward; ORT: its
+    KV cache extended per choice) gives each choice's log-likelihood of a whole forward within 1e-5
+    nats (other shapes, other summation order; measured 0 to ~1e-6 here), the same greedy flags, and
+    feeds fewer tokens."""
     from transformers import AutoTokenizer
 
     from evalsuite.models.ort_runner import OrtRunner
@@ -298,6 +299,17 @@ def test_context_once_equals_whole_forward(tiny_llama_dir: Path, fp32_dir: Path,
             if top2_margin(runner.logits(i, len(t))) > 1e-4:  # a near-tie argmax may flip between paths
                 assert once[j, 1] == whole[j, 1]
         assert loglik.forwarded_tokens([tokd]) < sum(len(i) for i in tokd.inputs)
+        if lane == "torch":  # the packed path was taken: one masked forward for the example
+            shared = loglik.shared_prefix(tokd)
+            assert runner.logits_packed(tokd.inputs[0][:shared], [i[shared:] for i in tokd.inputs],
+                                        [len(t) for t in tokd.targets]) is not None
+    if lane == "torch":  # a sliding-window model's masks are not the runner's to give: whole forwards
+        runner.model.config.sliding_window = 4
+        tokd = loglik.tokenize_examples(tok, examples[:1], 512)[0]
+        assert runner.logits_packed(tokd.inputs[0][:2], [i[2:] for i in tokd.inputs], [1] * len(tokd.inputs)) is None
+        pairs = zip(tokd.inputs, tokd.targets, strict=True)
+        whole = np.array([loglik.score_request(runner, i, t)[0] for i, t in pairs])
+        np.testing.assert_array_equal(loglik.score_example(runner, tokd)[:, 0], whole)
 
 
 @pytest.mark.parametrize("section", [

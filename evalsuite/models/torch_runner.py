@@ -51,57 +51,43 @@ class TorchRunner:
             out = self.model(input_ids=ids, use_cache=False, logits_to_keep=k)
             return out.logits.float().cpu().numpy()
 
-    def prefix(self, input_ids: np.ndarray) -> Any:
-        """Run a shared context once, keeping its KV cache for `extend` (None: this model's cache cannot
-        be rolled back, e.g. sliding-window layers; the caller then forwards each request whole)."""
+    def logits_packed(self, shared: np.ndarray, tails: list[np.ndarray], ks: list[int]) -> list[np.ndarray] | None:
+        """Every request of an example in one forward, without a cache: the shared context once, then
+        each request's rest, each attending to the context and causally to itself (a 4D mask, positions
+        continuing after the context), and each request's last k rows. Returns None when the masks are
+        not this runner's to give (sliding-window layers, remote code, another attention kernel); the
+        caller then forwards each request whole.
+
+        Measured here (20 HellaSwag examples x 2, alternated, loaded): 1.39x faster than forwarding the
+        context and then every choice over its repeated KV cache, padded to one length; log-likelihoods
+        within 3.8e-5 nats of a whole forward per choice (tests/test_tasks.py: 1e-5 on the tiny model)."""
         import torch
 
-        if getattr(self.model.config, "sliding_window", None) or getattr(self.model.config, "layer_types", None):
+        cfg = self.model.config
+        if getattr(cfg, "sliding_window", None) or getattr(cfg, "layer_types", None) \
+                or getattr(cfg, "_attn_implementation", None) not in ("sdpa", "eager") \
+                or not type(self.model).__module__.startswith("transformers."):
             return None
+        n = int(shared.shape[0])
+        ids = np.concatenate([shared, *tails]).astype(np.int64)
+        total = int(ids.shape[0])
+        positions = np.concatenate([np.arange(n), *(np.arange(n, n + len(t)) for t in tails)])
+        allow = np.zeros((total, total), dtype=bool)
+        allow[:n, :n] = np.tril(np.ones((n, n), dtype=bool))
+        ends, start = [], n
+        for tail in tails:
+            end = start + int(tail.shape[0])
+            allow[start:end, :n] = True
+            allow[start:end, start:end] = np.tril(np.ones((end - start, end - start), dtype=bool))
+            ends.append(end)
+            start = end
+        mask = torch.zeros((1, 1, total, total), dtype=torch.float32)
+        mask.masked_fill_(~torch.from_numpy(allow)[None, None], torch.finfo(torch.float32).min)
         with torch.inference_mode():
-            ids = torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64))[None].to(self.device)
-            out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
-        cache = out.past_key_values
-        return (int(ids.shape[1]), cache) if hasattr(cache, "crop") else None
-
-    def extend(self, state: Any, input_ids: np.ndarray, k: int) -> np.ndarray:
-        """Logits [k, V] of the last k positions of `input_ids` fed after the prefix; the cache is
-        cropped back to the prefix afterwards, so every request starts from the same state."""
-        import torch
-
-        length, cache = state
-        with torch.inference_mode():
-            ids = torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64))[None].to(self.device)
-            try:
-                out = self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=k)
-            finally:  # transformers 5: a negative count removes that many tokens (the ones just added)
-                cache.crop(-int(ids.shape[1]))
-            if cache.get_seq_length() != length:
-                raise ScoringError(f"the KV cache holds {cache.get_seq_length()} positions after a request, "
-                                   f"not the prefix's {length}")
-            return out.logits[0].float().cpu().numpy()
-
-    def extend_all(self, state: Any, inputs: list[np.ndarray], ks: list[int]) -> list[np.ndarray]:
-        """`extend` for every request of an example in one forward: the prefix's cache repeated once per
-        request, the requests right-padded to one length (causal attention: a padding token comes after
-        every real one, so no real position sees it) and each request's last k real positions taken.
-        Consumes `state`. On this CPU one batched call measured 1.3-1.4x faster than one call per
-        HellaSwag choice (12 examples, alternated), at the same log-likelihoods (max |Δ| 4.6e-5 vs whole)."""
-        import torch
-
-        length, cache = state
-        b, m = len(inputs), max(int(i.shape[0]) for i in inputs)
-        ids = np.zeros((b, m), dtype=np.int64)
-        for j, row in enumerate(inputs):
-            ids[j, : row.shape[0]] = row
-        keep = m - min(int(i.shape[0]) - k for i, k in zip(inputs, ks, strict=True))  # earliest scored row on
-        cache.batch_repeat_interleave(b)
-        with torch.inference_mode():
-            out = self.model(input_ids=torch.from_numpy(ids).to(self.device), past_key_values=cache, use_cache=True,
-                             attention_mask=torch.ones((b, length + m), dtype=torch.long, device=self.device),
-                             logits_to_keep=keep)
-            logits = out.logits.float().cpu().numpy()
-        if logits.shape[:2] != (b, keep):
-            raise ScoringError(f"model returned logits of shape {list(logits.shape[:2])}, expected [{b}, {keep}]")
-        ends = [int(i.shape[0]) - m + keep for i in inputs]  # one past each request's last real row
-        return [logits[j, end - k : end] for j, (end, k) in enumerate(zip(ends, ks, strict=True))]
+            out = self.model(input_ids=torch.from_numpy(ids)[None].to(self.device),
+                             position_ids=torch.from_numpy(positions)[None].to(self.device),
+                             attention_mask=mask.to(self.device), use_cache=False, logits_to_keep=total - n)
+            logits = out.logits[0].float().cpu().numpy()  # rows n..total-1: every request's rest
+        if logits.shape[0] != total - n:
+            raise ScoringError(f"model returned {logits.shape[0]} logit rows, expected {total - n}")
+        return [logits[end - n - k : end - n] for end, k in zip(ends, ks, strict=True)]

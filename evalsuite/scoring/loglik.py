@@ -122,16 +122,22 @@ def shared_prefix(tok: Tokenized) -> int:
 
 def score_example(runner: LogitsRunner, tok: Tokenized) -> np.ndarray:
     """float64 [n_requests, 2]: log-likelihood and is_greedy (1.0 / 0.0) per request. A context shared
-    by every request is forwarded once and its KV cache extended per request, when the runner can
-    (`prefix` / `extend`); the logits equal a whole forward's within float rounding (tests/test_tasks.py)."""
+    by every request is forwarded once, when the runner can: with every request's rest in the same
+    masked forward (`logits_packed`), or with its KV cache extended per request (`prefix` / `extend`);
+    the logits equal a whole forward's within float rounding (tests/test_tasks.py)."""
     shared = shared_prefix(tok)
-    state = runner.prefix(tok.inputs[0][:shared]) if shared and hasattr(runner, "prefix") else None
     pairs = zip(tok.inputs, tok.targets, strict=True)
+    packed = None
+    if shared and hasattr(runner, "logits_packed"):  # every request in one masked forward (torch)
+        packed = runner.logits_packed(tok.inputs[0][:shared], [i[shared:] for i in tok.inputs],
+                                      [int(t.shape[0]) for t in tok.targets])
+    if packed is not None:
+        return np.asarray([reduce_logits(runner.name, lg, t) for lg, t in zip(packed, tok.targets, strict=True)],
+                          dtype=np.float64)
+    # ONNX Runtime: the context once, then each request over its KV cache (its GQA refuses batched past)
+    state = runner.prefix(tok.inputs[0][:shared]) if shared and hasattr(runner, "prefix") else None
     if state is None:
         rows = [score_request(runner, i, t) for i, t in pairs]
-    elif hasattr(runner, "extend_all"):  # every request in one call (torch; ONNX GQA refuses batched past)
-        logits = runner.extend_all(state, [i[shared:] for i in tok.inputs], [int(t.shape[0]) for t in tok.targets])
-        rows = [reduce_logits(runner.name, lg, t) for lg, t in zip(logits, tok.targets, strict=True)]
     else:
         extend = runner.extend  # type: ignore[attr-defined]
         rows = [reduce_logits(runner.name, extend(state, i[shared:], int(t.shape[0])), t) for i, t in pairs]
