@@ -82,9 +82,9 @@ def suite_from_args(args: argparse.Namespace) -> Any:
     return out
 
 
-def score(args: argparse.Namespace, suite: Any, ray: Any = None) -> dict[str, Any]:
+def score(args: argparse.Namespace, suite: Any, ray: Any = None, loaded: Any = None) -> dict[str, Any]:
     """Run the suite (here, or its shards on Ray: `ray` = executor_ray.RayOptions) and return the
-    results document (printing the PPL table)."""
+    results document (printing the PPL table). `loaded`: the task kinds preflight already loaded."""
     from evalsuite.cache import check_cache_root
     from evalsuite.gate import results
     from evalsuite.report import terminal
@@ -96,13 +96,13 @@ def score(args: argparse.Namespace, suite: Any, ray: Any = None) -> dict[str, An
 
         doc = score_ray(args, ray)
     else:
-        doc = score_here(args, suite)
+        doc = score_here(args, suite, loaded)
     if reference is not None:
         terminal.console().print(terminal.reference_table(reference, doc))
     return doc
 
 
-def score_here(args: argparse.Namespace, suite: Any) -> dict[str, Any]:
+def score_here(args: argparse.Namespace, suite: Any, loaded: Any = None) -> dict[str, Any]:
     from evalsuite.cache import fresh_builds
     from evalsuite.data import corpora
     from evalsuite.report import terminal
@@ -114,7 +114,7 @@ def score_here(args: argparse.Namespace, suite: Any) -> dict[str, Any]:
     mode = "none" if getattr(args, "quiet", False) else getattr(args, "progress", "auto")
     with fresh_builds(args.fresh):  # --fresh: rebuild every cache entry and ignore the journal
         evaluation = evaluate(suite, data_dir, make_progress(mode, args.command), resume=not args.fresh,
-                              shard=args.shard)
+                              shard=args.shard, tasks=loaded or None)
     terminal.print_results(terminal.console(), evaluation.runs)
     for err in evaluation.errors:
         print(f"evalsuite: {err['variant']}/{err['runner']}: {err['message']}", file=sys.stderr)
@@ -142,8 +142,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for out in (args.json_out, args.samples_out):
         if out is not None:
             check_writable(out)
-    run_preflight(args, suite)
-    doc = score(args, suite, ray)
+    plan = run_preflight(args, suite)
+    doc = score(args, suite, ray, plan.loaded)
     if args.json_out is not None:
         results.write(args.json_out, doc)
     return ExitCode.GATE_FAILED if doc["errors"] else ExitCode.OK
@@ -170,7 +170,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
         check_writable(Path(os.environ["GITHUB_STEP_SUMMARY"]), "$GITHUB_STEP_SUMMARY")
     baseline_path = args.baseline or (resolve_baseline(suite.baseline.file, args.config)
                                       if suite.baseline.file and not args.no_baseline else None)
-    run_preflight(args, suite, baseline_path)
+    plan = run_preflight(args, suite, baseline_path)
     baseline = results.read(baseline_path, "baseline") if baseline_path else None
     if args.results:  # a stored document: bind it to the content the suite names now
         from evalsuite.data import corpora
@@ -186,7 +186,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
         doc = score(args, suite, ray)
         checks = compare(doc, suite, content_identity(suite, corpora.resolve_data_dir(args.data_dir)))
     else:
-        doc = score(args, suite)
+        doc = score(args, suite, loaded=plan.loaded)
         checks = compare(doc, suite)
     if baseline is not None and baseline_path is not None:
         checks += baseline_checks(doc, baseline, suite.baseline, baseline_path.name)
@@ -213,8 +213,9 @@ def reference_path(args: argparse.Namespace) -> Path:
     return find_packaged(args.reference, *([args.config.resolve().parent] if args.config else []))
 
 
-def run_preflight(args: argparse.Namespace, suite: Any, baseline: Path | None = None) -> list[str]:
-    """The checks every command runs before any model work (and all that `validate` does)."""
+def run_preflight(args: argparse.Namespace, suite: Any, baseline: Path | None = None) -> Any:
+    """The checks every command runs before any model work (and all that `validate` does): the
+    preflight.Plan, with the lines of what passed (`done`) and the task kinds it loaded (`loaded`)."""
     from evalsuite.data import corpora
     from evalsuite.preflight import Plan, preflight
 
@@ -227,8 +228,10 @@ def run_preflight(args: argparse.Namespace, suite: Any, baseline: Path | None = 
         from evalsuite.report.progress import heartbeat_interval
 
         heartbeat_interval()  # a bad EVALSUITE_PROGRESS_INTERVAL fails here, not after the first stage
-    return preflight(Plan(suite, data_dir, scoring=not stored, baseline=baseline, inputs=tuple(inputs),
-                          plot=getattr(args, "plot", None) is not None))
+    plan = Plan(suite, data_dir, scoring=not stored, baseline=baseline, inputs=tuple(inputs),
+                plot=getattr(args, "plot", None) is not None)
+    preflight(plan)
+    return plan
 
 
 def stored_plots(args: argparse.Namespace, doc: dict[str, Any]) -> list[str]:
@@ -254,7 +257,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for out in (args.json_out, args.samples_out):
         if out is not None:
             check_writable(out)
-    for line in run_preflight(args, suite, baseline):
+    for line in run_preflight(args, suite, baseline).done:
         print(f"ok  {line}")
     print(f"suite {args.config or 'default'} is valid ({time.perf_counter() - start:.1f} s); nothing was scored")
     return ExitCode.OK
@@ -295,8 +298,9 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
     check_writable(args.out)
     suite = suite_from_args(args)
-    run_preflight(args, suite)
-    doc = results.read(args.results, "results", strict=True) if args.results else score(args, suite)
+    plan = run_preflight(args, suite)
+    doc = results.read(args.results, "results", strict=True) if args.results else score(args, suite,
+                                                                                          loaded=plan.loaded)
     if doc.get("shard") or doc.get("complete") is not True or doc.get("errors"):
         raise UsageError("the results are a shard, incomplete or have scoring errors; a baseline must come from "
                          "a complete run (merge the shards first)")

@@ -11,6 +11,7 @@ import dataclasses
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from evalsuite.config import Suite
 from evalsuite.data import corpora
@@ -34,14 +35,16 @@ class Plan:
     inputs: tuple[tuple[str, Path], ...] = ()  # ("results" | "reference", path)
     plot: bool = False
     done: list[str] = field(default_factory=list)
+    loaded: list[Any] = field(default_factory=list)  # every task kind, when all its data was read here
 
 
-def check_task_data(suite: Suite, done: list[str]) -> None:
+def check_task_data(plan: Plan) -> None:
     """Every configured task's data: found, pinned sha256 and row count, every example built."""
-    from evalsuite.task_suite import load_tasks
+    from evalsuite.task_suite import AccuracyTask, load_tasks
 
-    for ts in load_tasks(suite.tasks):
-        done.append(f"task {ts.label}: {len(ts.data.examples)} examples ({ts.data.origin}, "
+    loaded = next((t for t in plan.loaded if isinstance(t, AccuracyTask)), None)
+    for ts in loaded.sets if loaded is not None else load_tasks(plan.suite.tasks):
+        plan.done.append(f"task {ts.label}: {len(ts.data.examples)} examples ({ts.data.origin}, "
                     f"sha256 {ts.data.sha256[:12]}...)")
 
 
@@ -82,7 +85,7 @@ def preflight(plan: Plan) -> list[str]:
         check_policy(suite.eval.window, suite.eval.stride)
         done.append(f"window {suite.eval.window}, stride {suite.eval.stride}")
         check_data(plan)
-        check_task_data(suite, done)
+        check_task_data(plan)
         check_model(suite, done)
         check_provider(suite, done)
     return done
@@ -92,11 +95,13 @@ def check_data(plan: Plan) -> None:
     """Every evaluation text (packaged names, dataset TOML paths, [[datasets]] / --text entries) and
     every AWQ calibration split loads, with its sha256 checked where one is pinned."""
     from evalsuite.config import is_path_ref
-    from evalsuite.ppl_task import custom_text, load_texts
+    from evalsuite.ppl_task import PerplexityTask, custom_text, load_texts
+    from evalsuite.suite import load_tasks
 
     suite, texts = plan.suite, []
-    if plan.data_dir is not None:
-        texts = load_texts(suite, plan.data_dir)
+    if plan.data_dir is not None:  # everything is local: load every kind once, for the run to use
+        plan.loaded.extend(load_tasks(suite, plan.data_dir))
+        texts = next(t.texts for t in plan.loaded if isinstance(t, PerplexityTask))
         for text in texts:
             pinned = "sha256 ok" if text.meta.get("file_sha256") else f"sha256 {text.sha256[:12]}... recorded"
             plan.done.append(f"dataset {text.label}: {text.source}, {len(text.text):,} characters, {pinned}")

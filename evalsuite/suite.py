@@ -82,7 +82,8 @@ class Evaluation:
 
 
 def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = None,
-             resume: bool = True, shard: tuple[int, int] | None = None) -> Evaluation:
+             resume: bool = True, shard: tuple[int, int] | None = None,
+             tasks: list[EvalTask] | None = None) -> Evaluation:
     """Score every runner and variant on every task. Config/input errors raise; a runner that fails
     to build or score is recorded in `errors` (its checks then fail) and the others still run.
 
@@ -90,10 +91,11 @@ def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = No
     request by request, so each variant is compared with the base's logits of the same window.
     With `resume`, results already journaled for the same runner, requests and code are reused
     (an interrupted or repeated run only scores what is missing). With `shard=(i, n)` only every
-    n-th window (example) from i is scored; `merge` combines the n shards exactly."""
+    n-th window (example) from i is scored; `merge` combines the n shards exactly. `tasks`: the
+    kinds as `load_tasks` returned them for this suite and data (preflight's), not yet scored."""
     progress = progress or NullProgress()
     sweep_stale()
-    tasks = load_tasks(suite, data_dir)
+    tasks = load_tasks(suite, data_dir) if tasks is None else tasks
     with stage(progress, f"model {suite.model.source}: resolve (GGUF export / download when not cached)"):
         source = model_source.resolve(suite.model.source, suite.model.trust_remote_code)
     check_positions(suite, source.path)
