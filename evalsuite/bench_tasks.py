@@ -1,8 +1,9 @@
 """`evalsuite bench`, accuracy tasks: HellaSwag examples per second, each lane against lm-eval's HF backend.
 
 On the same first `n` HellaSwag validation examples, tokenized as lm-eval does (`scoring/loglik.py`):
-- each lane (torch reference, ORT base) scoring as the suite does (shared context forwarded once,
-  continuations from its KV cache) and scoring every request whole (lm-eval's HF cost model: context +
+- each lane (torch reference, ORT base) scoring as the suite does (shared context forwarded once:
+  torch with every choice's rest in the same masked forward, ORT with each choice over its KV
+  cache) and scoring every request whole (lm-eval's HF cost model: context +
   continuation for every choice), alternated twice in this process, the faster of each kept;
 - lm-eval's own `HFLM.loglikelihood` (batch 1, fp32, the same threads) on the same request strings,
   when `EVALSUITE_LMEVAL_PYTHON` names a Python that has lm-eval 0.4 (a scratch venv: lm-eval is never a

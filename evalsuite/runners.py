@@ -59,7 +59,9 @@ def ort_runner(suite: Suite, onnx_dir: Path) -> Any:
     runner = OrtRunner(onnx_dir, suite.eval.provider, suite.eval.threads)
     # The CPU's ISA is part of the identity: MLAS kernels (int4 above all) round differently per ISA,
     # so per-window records from one CPU are never reused on another (a cache shared across machines).
+    # The in-memory graph edits (logits_tail.py) are part of it: their records are never mixed with others.
     runner.identity = {"runner": OrtRunner.name, "model": onnx_identity(onnx_dir), "provider": suite.eval.provider,
+                       "graph": {"head_sliced": runner.keep, "packed": runner.feeds_spec["pack"]},
                        "threads": suite.eval.threads, "versions": package_versions(("onnxruntime",)),
                        "cpu": cpu_key(), "batch_size": suite.eval.batch_size}
     return runner

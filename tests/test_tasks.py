@@ -299,10 +299,11 @@ def test_context_once_equals_whole_forward(tiny_llama_dir: Path, fp32_dir: Path,
             if top2_margin(runner.logits(i, len(t))) > 1e-4:  # a near-tie argmax may flip between paths
                 assert once[j, 1] == whole[j, 1]
         assert loglik.forwarded_tokens([tokd]) < sum(len(i) for i in tokd.inputs)
-        if lane == "torch":  # the packed path was taken: one masked forward for the example
-            shared = loglik.shared_prefix(tokd)
-            assert runner.logits_packed(tokd.inputs[0][:shared], [i[shared:] for i in tokd.inputs],
-                                        [len(t) for t in tokd.targets]) is not None
+        # The packed path was taken. torch: one masked forward; ORT: the context, then every choice's rest
+        shared = loglik.shared_prefix(tokd)
+        packed = runner.logits_packed(tokd.inputs[0][:shared], [i[shared:] for i in tokd.inputs],
+                                      [len(t) for t in tokd.targets])
+        assert packed is not None
     if lane == "torch":  # a sliding-window model's masks are not the runner's to give: whole forwards
         runner.model.config.sliding_window = 4
         tokd = loglik.tokenize_examples(tok, examples[:1], 512)[0]

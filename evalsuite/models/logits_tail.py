@@ -8,6 +8,13 @@ first, with k fed as an extra input (`evalsuite_logits_to_keep`, int64 [1]):
 
     hidden [1, m, H] -> Slice(starts=-k, axis=1) -> [1, k, H] -> MatMul / MatMulNBits -> logits [1, k, V]
 
+Where every attention node is ONNX Runtime's GroupQueryAttention with its own rotary embedding and
+no sliding window, the edit also feeds each node its optional `position_ids` and `attention_bias`
+inputs (`evalsuite_position_ids`, `evalsuite_attention_bias`), so several requests can share one
+run after a common context: each request's positions continue the context's and a bias hides the
+other requests from it (ort_runner.logits_packed). Windows feed a zero bias and their own
+positions: their logits are those of the unedited graph (tests/test_onnx.py).
+
 The rows kept go through the same kernel with the same weights, so their logits are bit-identical
 to the full graph's (tests/test_onnx.py). The model file on disk is never changed: the edited proto
 is passed as bytes and its external data is read from the model's own folder. Graphs whose
@@ -20,6 +27,8 @@ from __future__ import annotations
 from pathlib import Path
 
 KEEP_INPUT = "evalsuite_logits_to_keep"
+POSITIONS_INPUT = "evalsuite_position_ids"  # int64 [b, S]: GroupQueryAttention's rotary positions
+BIAS_INPUT = "evalsuite_attention_bias"  # float32 [1, 1, S, T]: added to every attention score
 MAX_GRAPH_BYTES = 64 * 2**20  # only graph-only files (weights in external data) are re-serialized
 HEAD_OPS = {"MatMul", "MatMulNBits"}
 
@@ -52,4 +61,29 @@ def tail_model(model: Path) -> bytes | None:
     for out in graph.output:
         if out.name == "logits" and len(out.type.tensor_type.shape.dim) == 3:
             out.type.tensor_type.shape.dim[1].dim_param = "logits_kept"
+    pack_inputs(graph)
     return proto.SerializeToString()
+
+
+def pack_inputs(graph: object) -> bool:
+    """Wire POSITIONS_INPUT and BIAS_INPUT into every GroupQueryAttention node (slots 9 and 10) when
+    each one applies its own rotary embedding over the whole context; False (graph unchanged) else."""
+    from onnx import TensorProto, helper
+
+    nodes = [n for n in graph.node if n.op_type == "GroupQueryAttention"]  # type: ignore[attr-defined]
+    names = {i.name for i in graph.input}  # type: ignore[attr-defined]
+    if not nodes or "position_ids" in names or POSITIONS_INPUT in names:
+        return False
+    for node in nodes:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if attrs.get("do_rotary") != 1 or attrs.get("local_window_size", -1) != -1 or any(node.input[9:]):
+            return False
+    graph.input.extend([  # type: ignore[attr-defined]
+        helper.make_tensor_value_info(POSITIONS_INPUT, TensorProto.INT64, ["batch_size", "sequence_length"]),
+        helper.make_tensor_value_info(BIAS_INPUT, TensorProto.FLOAT, [1, 1, "sequence_length",
+                                                                      "total_sequence_length"])])
+    for node in nodes:
+        while len(node.input) < 11:
+            node.input.append("")
+        node.input[9], node.input[10] = POSITIONS_INPUT, BIAS_INPUT
+    return True

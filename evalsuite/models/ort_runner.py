@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from evalsuite.errors import ModelError, ScoringError, UsageError
-from evalsuite.models.logits_tail import KEEP_INPUT
+from evalsuite.models.logits_tail import BIAS_INPUT, KEEP_INPUT, POSITIONS_INPUT
 from evalsuite.models.onnx_files import check_external_data, resolve_onnx
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "dml": "DmlExecutionProvider"}
@@ -116,7 +116,8 @@ class OrtRunner:
         if any(h is None or d is None or c is None for _, h, d, c in kv.values()):
             raise ModelError(f"{self.model.name}: cannot tell the KV cache head size, dtype or sliding-window "
                              "capacity; add genai_config.json")
-        return {"mask": "attention_mask" in names, "position_ids": "position_ids" in names, "past": kv}
+        return {"mask": "attention_mask" in names, "position_ids": "position_ids" in names, "past": kv,
+                "pack": BIAS_INPUT in names}
 
     def _decoder_config(self) -> dict[str, Any]:
         cfg = self.model.parent / "genai_config.json"
@@ -150,6 +151,9 @@ class OrtRunner:
             feeds["attention_mask"] = np.ones((b, m), dtype=np.int64)
         if self.feeds_spec["position_ids"]:
             feeds["position_ids"] = np.broadcast_to(np.arange(m, dtype=np.int64), (b, m)).copy()
+        if self.feeds_spec["pack"]:  # its own positions and a zero bias: the unedited graph's logits
+            feeds |= self._pack_feeds(np.broadcast_to(np.arange(m, dtype=np.int64), (b, m)).copy(),
+                                      np.zeros((m, m), dtype=np.float32))
         for name, (heads, head_size, dtype, capacity) in self.feeds_spec["past"].items():
             feeds[name] = np.zeros((b, heads, capacity, head_size), dtype=dtype)
         return feeds
@@ -198,7 +202,51 @@ class OrtRunner:
             feeds["attention_mask"] = np.ones((1, length + m), dtype=np.int64)
         if self.feeds_spec["position_ids"]:
             feeds["position_ids"] = np.arange(length, length + m, dtype=np.int64)[None]
+        if self.feeds_spec["pack"]:
+            feeds |= self._pack_feeds(np.arange(length, length + m, dtype=np.int64)[None],
+                                      np.zeros((m, length + m), dtype=np.float32))
         out = self.session.run(["logits"], feeds)[0]
         if out.shape[1] < k:
             raise ScoringError(f"model returned logits for {out.shape[1]} positions, expected {k}")
         return np.asarray(out[0, -k:], dtype=np.float32)
+
+    @staticmethod
+    def _pack_feeds(positions: np.ndarray, bias: np.ndarray) -> dict[str, np.ndarray]:
+        return {POSITIONS_INPUT: positions, BIAS_INPUT: bias[None, None]}
+
+    def logits_packed(self, shared: np.ndarray, tails: list[np.ndarray], ks: list[int]) -> list[np.ndarray] | None:
+        """Every request of an example after one shared context, in two runs: the context, then all
+        requests' rests concatenated over its KV cache. Each rest's positions continue the context's
+        and a bias of -inf hides the other rests from it (GroupQueryAttention's own causal mask does
+        the rest). None when the graph has no such inputs (logits_tail.pack_inputs) or its cache
+        cannot grow; the caller then extends the cache request by request.
+
+        Measured here (20 HellaSwag examples x 2, alternated): 1.41x faster than one run per request
+        over the cache, log-likelihoods within 3.8e-5 nats of whole forwards, no greedy flag changed."""
+        state = self.prefix(shared) if self.feeds_spec["pack"] else None
+        if state is None:
+            return None
+        length, past = state
+        ids = np.concatenate(tails).astype(np.int64)[None]
+        total = int(ids.shape[1])
+        hidden = np.finfo(np.float32).min
+        bias = np.full((total, length + total), hidden, dtype=np.float32)
+        bias[:, :length] = 0.0
+        positions, ends, start = [], [], 0
+        for tail in tails:
+            end = start + int(tail.shape[0])
+            bias[start:end, length + start : length + end] = np.triu(np.full((end - start,) * 2, hidden,
+                                                                               dtype=np.float32), 1)
+            positions.append(np.arange(length, length + end - start, dtype=np.int64))
+            ends.append(end)
+            start = end
+        feeds: dict[str, np.ndarray] = {"input_ids": ids, **past, **self._pack_feeds(np.concatenate(positions)[None],
+                                                                                      bias)}
+        if self.keep:
+            feeds[KEEP_INPUT] = np.array([total], dtype=np.int64)
+        if self.feeds_spec["mask"]:
+            feeds["attention_mask"] = np.ones((1, length + total), dtype=np.int64)
+        out = self.session.run(["logits"], feeds)[0]
+        if out.shape[1] != total:
+            raise ScoringError(f"model returned logits for {out.shape[1]} positions, expected {total}")
+        return [np.asarray(out[0, end - k : end], dtype=np.float32) for end, k in zip(ends, ks, strict=True)]
