@@ -11,9 +11,16 @@ in float32 and summed in float64 (`row_sums`); log-sum-exp, NLL and KL are then 
 (NLL from the target's raw logit, KL's cross term sum p_b (s_b - s_v) from the shifted logits),
 and every total over tokens is float64. The float32 exp contributes ~1e-7 relative error per term
 (measured: KL within 4.3e-7 relative, 3e-8 nats, of an all-float64 reference), far under the 1e-4
-ORT-vs-torch parity tolerance. Skipping the shift where exp cannot overflow was measured and
-rejected: the row max's own exp then carries its ~1 ulp error into log-sum-exp (1.3e-4 relative
-NLL error on confidently right tokens; the shifted max is exactly exp(0) = 1).
+ORT-vs-torch parity tolerance. NLL measured within 2.5e-9 relative of that reference on the tiny
+test model (5.1e-8 when it was formed from the target's shifted, rounded logit). Skipping the
+shift where exp cannot overflow was measured and rejected: the row max's own exp then carries its
+~1 ulp error into log-sum-exp (1.3e-4 relative NLL error on confidently right tokens; the shifted
+max is exactly exp(0) = 1).
+
+Cost (Gemma 3's 1,023 x 262,144 window, real logits, both cores of the loaded AVX2 VM): 0.41 s,
+from 0.63 s before the chunks kept their scratch arrays and the rank came from group maxima. What
+remains, by pass: the float32 exp ~37 %, the float64 sum ~25 %, the group-max pass that first
+reads the logits from memory ~22 %, the shift ~11 %, the min ~5 %, the columns ~3 %.
 """
 
 from __future__ import annotations
