@@ -38,24 +38,16 @@ def prepared_path(key: str, root: Path | None = None) -> Path:
 
 def prepare(suite: Suite, data_dir: Path | None, progress: Any = None) -> dict[str, Any]:
     """Build and tokenize everything `suite` caches (no scoring); write and return its prepared manifest."""
-    from evalsuite.models import source as model_source
-    from evalsuite.quant.support import check_variants
     from evalsuite.quant.variants import build_variant
     from evalsuite.runners import build_base_onnx
-    from evalsuite.suite import check_positions, load_tasks
+    from evalsuite.suite import load_tasks, resolve_and_tokenize
 
     progress = progress or NullProgress()
     began, wall = time.time(), time.perf_counter()
     key, inputs = cache_key(suite, data_dir), key_inputs(suite, data_dir)
     cache.sweep_stale()
     tasks = load_tasks(suite, data_dir)  # accuracy requests are tokenized per run (not cached): checked here
-    with stage(progress, f"model {suite.model.source}: resolve (GGUF export / download when not cached)"):
-        source = model_source.resolve(suite.model.source, suite.model.trust_remote_code)
-    check_positions(suite, source.path)
-    check_variants(suite.variants, source.path)
-    with stage(progress, "tokenize datasets"):
-        for task in tasks:
-            task.tokenize(source)
+    source = resolve_and_tokenize(suite, tasks, progress)
     outside = [p for p in (suite.model.onnx, *(v.path for v in suite.variants)) if p]
     if suite.roles.base in suite.eval.runners:
         with stage(progress, "ORT base: ONNX build (cached after the first run)"):

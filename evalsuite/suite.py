@@ -96,13 +96,7 @@ def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = No
     progress = progress or NullProgress()
     sweep_stale()
     tasks = load_tasks(suite, data_dir) if tasks is None else tasks
-    with stage(progress, f"model {suite.model.source}: resolve (GGUF export / download when not cached)"):
-        source = model_source.resolve(suite.model.source, suite.model.trust_remote_code)
-    check_positions(suite, source.path)
-    check_variants(suite.variants, source.path)
-    with stage(progress, "tokenize datasets"):
-        for task in tasks:
-            task.tokenize(source)
+    source = resolve_and_tokenize(suite, tasks, progress)
     for task in tasks:
         task.check(shard)
     out = Evaluation(suite, tasks, provenance=provenance(source, tasks), resume=resume, shard=shard)
@@ -136,6 +130,19 @@ def evaluate(suite: Suite, data_dir: Path | None, progress: Progress | None = No
                 group.append((variant.name, runner))
         _score_group(out, group, progress)
     return out  # without the base runner no variant is scored: the gate then fails their checks
+
+
+def resolve_and_tokenize(suite: Suite, tasks: list[EvalTask], progress: Progress) -> model_source.ModelSource:
+    """The model's local folder (exported or downloaded once), its positions and variants checked,
+    and every kind's requests built with its tokenizer: what both `evaluate` and `prepare` need."""
+    with stage(progress, f"model {suite.model.source}: resolve (GGUF export / download when not cached)"):
+        source = model_source.resolve(suite.model.source, suite.model.trust_remote_code)
+    check_positions(suite, source.path)
+    check_variants(suite.variants, source.path)
+    with stage(progress, "tokenize datasets"):
+        for task in tasks:
+            task.tokenize(source)
+    return source
 
 
 def _score_group(out: Evaluation, group: Group, progress: Progress) -> None:
