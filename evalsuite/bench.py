@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from evalsuite.bench_ceiling import ceiling, ceiling_lines
+from evalsuite.bench_ceiling import ceiling, ceiling_lines, read_pass, read_pass_line
 from evalsuite.bench_peers import peer_lines, peers
 from evalsuite.bench_stages import STARTUP_TOKENS, TimedRun, gate_timing, stage_lines, startup, startup_lines
 from evalsuite.bench_tasks import task_lines, task_speed
@@ -235,6 +235,7 @@ def bench(suite: Any, data_dir: Path | None, max_tokens: int, timing_args: list[
     plan = plan_windows(int(tokens.shape[0]), ev.window, ev.stride)
     out["ceiling"] = ceiling(resolve_onnx(base_onnx), ev.window, ev.stride, len(plan),
                              sum(w.end - w.first_target for w in plan), threads)
+    out["read_pass"] = {**read_pass(ev.window - 1, stream.tokenizer_vocab), "windows": float(len(plan))}
     if task_examples:
         out["tasks"] = task_speed(source.path, base_onnx, threads, task_examples)
     if timing_args is not None:
@@ -263,6 +264,8 @@ def verdicts(b: dict[str, Any]) -> list[str]:
     ratio = b["overhead"]["ratio"]
     lines.append(f"suite ORT throughput = {ratio:.3f} x bare session.run "
                  f"({'meets' if ratio >= TARGET_RATIO else 'MISSES'} the {TARGET_RATIO} target)")
+    if "read_pass" in b:
+        lines.append(read_pass_line(b["read_pass"], b["overhead"], int(b["read_pass"]["windows"])))
     batched = b.get("overhead_batched")
     if batched:
         lines.append(f"batched (batch {batched['batch']:.0f}): suite = {batched['ratio']:.3f} x bare batched "

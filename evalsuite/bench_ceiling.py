@@ -93,3 +93,28 @@ def ceiling_lines(c: dict[str, Any], runners: list[dict[str, Any]]) -> list[str]
                 note = f" ({'meets' if frac >= TARGET_FRACTION else 'MISSES'} the {TARGET_FRACTION} target)"
             lines.append(f"  {r['runner']}: {r['tokens_per_s']:.0f} tok/s = {frac:.2f} of the fp32 ceiling{note}")
     return lines
+
+
+def read_pass(rows: int, vocab: int, repeats: int = 5) -> dict[str, float]:
+    """The memory-bandwidth bound of the per-token statistics: one read pass (a max per row, one
+    core) over a window's float32 logits [rows, vocab], rewritten before each timing so it starts
+    where the runtime's fresh output would (written, not yet read); fastest of `repeats`. Every
+    statistic needs at least this one pass, so (suite - bare) per window over it says how many
+    passes' worth the suite spends beyond the model's run."""
+    x = np.empty((rows, vocab), dtype=np.float32)
+    best = float("inf")
+    for _ in range(repeats):
+        x.fill(1.0)
+        start = time.perf_counter()
+        x.max(axis=1)
+        best = min(best, time.perf_counter() - start)
+    mb = x.nbytes / 1e6
+    return {"rows": float(rows), "vocab": float(vocab), "mb": mb, "seconds": best, "gb_per_s": mb / 1e3 / best}
+
+
+def read_pass_line(bound: dict[str, float], overhead: dict[str, float], windows: int) -> str:
+    extra = (overhead["suite_seconds"] - overhead["bare_seconds"]) / max(1, windows)
+    return (f"memory bound: one read pass over a window's logits ({bound['rows']:.0f} x {bound['vocab']:.0f}, "
+            f"{bound['mb']:.0f} MB) takes {1e3 * bound['seconds']:.0f} ms ({bound['gb_per_s']:.1f} GB/s, one core); "
+            f"the suite spends {1e3 * extra:+.0f} ms per window beyond bare session.run "
+            f"= {extra / bound['seconds']:+.1f} passes")

@@ -73,6 +73,17 @@ def test_ceiling_counts_the_models_matmul_flops_on_the_plan(fp32_dir: object) ->
     assert "= 0.50 of the fp32 ceiling (MISSES the 0.8 target)" in lines[1]
 
 
+def test_read_pass_bound_counts_the_suites_extra_time_in_passes() -> None:
+    from evalsuite.bench_ceiling import read_pass, read_pass_line
+
+    bound = read_pass(64, 4096, repeats=2)
+    assert bound["mb"] == 64 * 4096 * 4 / 1e6 and bound["seconds"] > 0
+    assert bound["gb_per_s"] == pytest.approx(bound["mb"] / 1e3 / bound["seconds"])
+    fixed = {**bound, "seconds": 0.05}
+    line = read_pass_line(fixed, {"suite_seconds": 3.0, "bare_seconds": 2.5}, windows=2)
+    assert "+250 ms per window" in line and "+5.0 passes" in line  # (3.0 - 2.5) / 2 windows / 0.05 s
+
+
 def test_task_speed_rows_and_a_failing_lmeval_child(tiny_llama_dir: object, fp32_dir: object,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Task rows on the tiny model (2 HellaSwag examples): both lanes timed both ways, the suite path
