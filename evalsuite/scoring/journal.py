@@ -31,8 +31,9 @@ from evalsuite.data.windows import Window
 FORMAT = 2
 DIGEST = 8
 # The code that computes what a record holds: a change to any of these never reuses old records.
+# The runners are in it: how their logits are computed (the graph edit, packed requests) is too.
 SCORING_CODE = ("data/windows.py", "scoring/lanes.py", "scoring/tokenstats.py", "scoring/metrics.py",
-                "scoring/journal.py")
+                "scoring/journal.py", "models/ort_runner.py", "models/torch_runner.py", "models/logits_tail.py")
 _fingerprint: list[str] = []
 
 
